@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The course's two set-up commands, and a few for maintainers.
+#
+#   bash course.sh lab            create .venv if needed, open JupyterLab on notebooks/
+#   bash course.sh test           create .venv if needed, run every test (package + nbval, FAST)
+#   bash course.sh test-one NB    nbval on one notebook, FAST mode
+#   bash course.sh outputs [NB..] re-run notebooks in full mode and store their outputs
+#
+# MOBILEUNET_TORCH_INDEX=URL picks where torch comes from (a CPU-only index
+# keeps a laptop install near 1 GB: see README).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+PY="$VENV/bin/python"
+STAMP="$VENV/.mobileunet-installed"
+TORCH_PINS="torch==2.14.1 torchvision==0.29.1"
+
+ensure_env() {
+    if [ ! -x "$PY" ]; then
+        echo "[course] creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+        echo "[course] installing torch and the course (one time, a few minutes)"
+        "$PY" -m pip install -q --upgrade pip
+        if [ -n "${MOBILEUNET_TORCH_INDEX:-}" ]; then
+            "$PY" -m pip install -q $TORCH_PINS --index-url "$MOBILEUNET_TORCH_INDEX"
+        else
+            "$PY" -m pip install -q $TORCH_PINS
+        fi
+        "$PY" -m pip install -q -e ".[course,test]"
+        "$PY" -m ipykernel install --sys-prefix --name mobileunet --display-name "mobileunet" >/dev/null
+        touch "$STAMP"
+    fi
+}
+
+cmd="${1:-help}"
+shift || true
+case "$cmd" in
+    lab)
+        ensure_env
+        exec "$VENV/bin/jupyter" lab notebooks/ "$@"
+        ;;
+    test)
+        ensure_env
+        # One pytest run: package tests, then nbval over every notebook in FAST mode.
+        # --dist loadfile keeps each notebook's cells on one worker.
+        MOBILEUNET_FAST=1 exec "$PY" -m pytest -n 2 --dist loadfile \
+            --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+            tests notebooks "$@"
+        ;;
+    test-one)
+        ensure_env
+        MOBILEUNET_FAST=1 exec "$PY" -m pytest --nbval-lax --nbval-current-env \
+            --nbval-cell-timeout=600 "$@"
+        ;;
+    outputs)
+        ensure_env
+        notebooks=("$@")
+        [ ${#notebooks[@]} -eq 0 ] && notebooks=(notebooks/[0-9]*.ipynb)
+        for nb in "${notebooks[@]}"; do
+            echo "[course] running $nb in full mode"
+            start=$(date +%s)
+            MOBILEUNET_FAST=0 "$VENV/bin/jupyter" nbconvert --to notebook --execute --inplace \
+                --ExecutePreprocessor.timeout=3600 \
+                --ExecutePreprocessor.store_widget_state=False "$nb"
+            "$PY" -m mobileunet.nbtools strip-widgets "$nb"
+            echo "[course] $nb: $(( $(date +%s) - start )) s"
+        done
+        ;;
+    *)
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+        ;;
+esac

@@ -1,0 +1,71 @@
+"""Checkpoints as plain dicts of tensors and numbers, loaded with ``weights_only=True``.
+
+A checkpoint holds the state dict, the architecture (a class name from
+``models.MODELS`` and its constructor arguments) and free-form metadata, so a
+model comes back without pickled code.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import models
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict | None = None) -> Path:
+    """Write ``model`` to ``path``; ``meta`` must hold only str/int/float/bool/lists/dicts."""
+    name = type(model).__name__
+    if name not in models.MODELS or not hasattr(model, "config"):
+        raise TypeError(f"cannot checkpoint a {name}: only models in mobileunet.models.MODELS "
+                        f"({sorted(models.MODELS)}) carry the config needed to rebuild them")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"arch": name, "config": dict(model.config),
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "meta": meta or {}}, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint describes; returns ``(model, meta)`` in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: train one (lesson 02) or check the path")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or "arch" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a mobileunet checkpoint (no 'arch'/'state_dict' keys)")
+    if ckpt["arch"] not in models.MODELS:
+        raise ValueError(f"{path} holds an unknown architecture {ckpt['arch']!r}; "
+                         f"known: {sorted(models.MODELS)}")
+    model = models.MODELS[ckpt["arch"]](**ckpt["config"])
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    load_into(model, state, source=str(path))
+    return model.eval(), ckpt.get("meta", {})
+
+
+def load_into(model: nn.Module, state: dict, source: str = "state dict") -> nn.Module:
+    """``load_state_dict`` with an error that names the mismatch instead of torch's wall of keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    wrong = [f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or extra or wrong:
+        raise ValueError(
+            f"{source} does not fit {type(model).__name__}: {len(missing)} missing keys "
+            f"{missing[:3]}, {len(extra)} unexpected keys {extra[:3]}, {len(wrong)} shape "
+            f"mismatches {wrong[:3]}. Build the model with the same arguments it was saved with.")
+    model.load_state_dict(state)
+    return model
+
+
+def sha256(path: str | Path) -> str:
+    """Hex digest of a file, as written in the checkpoint manifests."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,154 @@
+"""Embedded data: a deterministic generator of microscopy-like touching cells.
+
+It stands in for the ISBI 2012 EM stack of the UNet paper: bright cells with
+dark membranes, many of them touching, so the thin background gaps between
+neighbours are what the model has to get right. Everything is generated from a
+seed: no download, same seed -> same pixels on every machine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch.utils.data import Dataset
+
+SPLITS = ("train", "val", "unlabelled")
+
+
+@dataclass(frozen=True)
+class CellSample:
+    image: np.ndarray   # (H, W) float32 in [0, 1]
+    mask: np.ndarray    # (H, W) float32, 1 inside a cell, 0 on background and gaps
+    weight: np.ndarray  # (H, W) float32, the paper's border weight map
+    labels: np.ndarray  # (H, W) int32, 0 background, k for cell k
+
+
+def border_weight_map(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:
+    """The UNet paper's weight map (Ronneberger et al. 2015, eq. 2).
+
+    ``w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))**2 / (2 sigma**2))`` where
+    ``w_c`` balances the class frequencies and ``d1``, ``d2`` are the distances
+    to the nearest and second-nearest cell. The second term is large only in
+    the narrow gaps between touching cells, so the loss pays most attention
+    where a model would otherwise merge two cells into one.
+    The distance term is applied on background pixels only, as in the paper's
+    Fig. 3d.
+    """
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be a 2-D label image, got shape {labels.shape}")
+    fg = labels > 0
+    frac = float(fg.mean())
+    w_c = np.where(fg, 0.5 / max(frac, 1e-6), 0.5 / max(1.0 - frac, 1e-6))
+    ids = [k for k in np.unique(labels) if k > 0]
+    if len(ids) < 2:
+        return w_c.astype(np.float32)
+    dists = np.stack([ndimage.distance_transform_edt(labels != k) for k in ids])
+    dists.sort(axis=0)
+    d1, d2 = dists[0], dists[1]
+    w = w_c + np.where(fg, 0.0, w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2)))
+    return w.astype(np.float32)
+
+
+def make_cell_image(size: int | tuple[int, int] = 128, seed: int = 0, gap: float = 0.08,
+                    w0: float = 10.0, sigma: float = 5.0) -> CellSample:
+    """One synthetic image of touching cells with its mask, labels and weight map.
+
+    Recipe: random ellipses packed closer than their radii so they overlap;
+    each pixel belongs to the cell whose ellipse it is deepest inside; pixels
+    nearly equally deep in two cells become the background gap between them.
+    The image is bright cytoplasm with a darker nucleus, dark membranes, an
+    uneven background, blur and noise.
+    """
+    h, w = (size, size) if isinstance(size, int) else size
+    if min(h, w) < 16:
+        raise ValueError(f"size {size!r} is too small for cells: use at least 16 pixels")
+    rng = np.random.default_rng(seed)
+    scale = min(h, w)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+
+    n = max(2, int(rng.integers(18, 30) * h * w / 128**2))
+    centres = rng.uniform([0, 0], [h, w], size=(n, 2))
+    radii = rng.uniform(0.07, 0.12, size=n) * scale
+    aspect = rng.uniform(0.7, 1.0, size=n)
+    angle = rng.uniform(0, np.pi, size=n)
+
+    depth = np.empty((n, h, w), np.float32)          # < 1 inside ellipse k, 0 at its centre
+    for k in range(n):
+        dy, dx = yy - centres[k, 0], xx - centres[k, 1]
+        c, s = np.cos(angle[k]), np.sin(angle[k])
+        u, v = c * dx + s * dy, -s * dx + c * dy
+        depth[k] = np.sqrt((u / radii[k]) ** 2 + (v / (radii[k] * aspect[k])) ** 2)
+
+    order = np.sort(depth, axis=0)
+    nearest = np.argmin(depth, axis=0)
+    inside = order[0] < 1.0
+    contested = (order[1] - order[0]) < gap          # nearly equally deep in two cells
+    labels = np.where(inside & ~contested, nearest + 1, 0).astype(np.int32)
+    mask = (labels > 0).astype(np.float32)
+
+    own = np.take_along_axis(depth, nearest[None], 0)[0]
+    image = 0.25 + 0.15 * ndimage.gaussian_filter(rng.normal(size=(h, w)), scale / 6) * (scale / 6)
+    brightness = rng.uniform(0.65, 0.85, size=n + 1)[labels]
+    image = np.where(labels > 0, brightness, image)
+    image -= 0.25 * (labels > 0) * (own < 0.3)                   # nucleus
+    membrane = inside & ((own > 0.85) | contested)
+    image = np.where(membrane, 0.1, image)                       # dark membranes and gaps
+    texture = ndimage.gaussian_filter(rng.normal(size=(h, w)), 1.5)
+    image = ndimage.gaussian_filter(image + 0.15 * texture, 0.8)
+    image = image + rng.normal(scale=0.04, size=(h, w))
+    image = np.clip(image, 0.0, 1.0).astype(np.float32)
+
+    weight = border_weight_map(labels, w0=w0, sigma=sigma)
+    return CellSample(image=image, mask=mask, weight=weight, labels=labels)
+
+
+class CellsDataset(Dataset):
+    """A fixed split of generated cell images as ``(image, mask, weight)`` tensors.
+
+    Each split draws its images from its own seeds, so train and val never
+    share a picture, and ``CellsDataset("val", ...)`` holds the same pixels on
+    every machine. The whole split is generated up front (a few ms an image).
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"unlabelled"`` (extra images for
+            teacher labelling in lesson 05; they carry masks, which that lesson
+            does not use).
+        n: number of images.
+        size: side of the square images in pixels.
+        seed: the data seed; change it for a different but equally fixed dataset.
+
+    Example:
+        >>> image, mask, weight = CellsDataset("train", n=4, size=64)[0]
+        >>> image.shape, mask.shape, weight.shape
+        (torch.Size([1, 64, 64]), torch.Size([1, 64, 64]), torch.Size([1, 64, 64]))
+    """
+
+    def __init__(self, split: str = "train", n: int = 64, size: int = 128, seed: int = 0):
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is not one of {SPLITS}")
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n={n!r}: the number of images must be a positive int")
+        self.split, self.size, self.seed = split, size, seed
+        samples = [make_cell_image(size, seed=_sample_seed(seed, split, i)) for i in range(n)]
+        self.images = torch.from_numpy(np.stack([s.image for s in samples]))[:, None]
+        self.masks = torch.from_numpy(np.stack([s.mask for s in samples]))[:, None]
+        self.weights = torch.from_numpy(np.stack([s.weight for s in samples]))[:, None]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.images[i], self.masks[i], self.weights[i]
+
+
+def _sample_seed(seed: int, split: str, index: int) -> int:
+    seq = np.random.SeedSequence([seed, SPLITS.index(split), index])
+    return int(seq.generate_state(1)[0])
+
+
+def cells_splits(n_train: int, n_val: int, size: int = 128,
+                 seed: int = 0) -> tuple[CellsDataset, CellsDataset]:
+    """The course's fixed train/val split of the cells data."""
+    return CellsDataset("train", n_train, size, seed), CellsDataset("val", n_val, size, seed)

@@ -1,0 +1,61 @@
+"""Run-time set-up shared by every lesson: the FAST flag, seeding, device choice.
+
+Nothing here runs on import except reading ``MOBILEUNET_FAST`` from the
+environment; seeding and thread settings happen only when a lesson calls them.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import random
+
+import numpy as np
+import torch
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def fast_mode() -> bool:
+    """True when ``MOBILEUNET_FAST`` asks for the small, CI-sized lessons."""
+    return os.environ.get("MOBILEUNET_FAST", "0").strip().lower() in _TRUE
+
+
+FAST: bool = fast_mode()
+"""Read once at import: the notebooks pick their sizes from it."""
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch so a lesson prints the same numbers twice."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The device a lesson should use: CUDA if present, else Apple MPS, else CPU.
+
+    ``prefer="cpu"`` forces the CPU (latency lessons measure the laptop CPU).
+    """
+    if prefer is not None:
+        dev = torch.device(prefer)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {prefer!r} asked for but CUDA is not available: use 'cpu'")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def env_report(device: torch.device | None = None) -> str:
+    """One line naming what a result depends on: versions, device, threads, FAST."""
+    device = device or get_device()
+    return (
+        f"python {platform.python_version()} | torch {torch.__version__} | "
+        f"device {device.type} | threads {torch.get_num_threads()} | "
+        f"FAST={'on' if FAST else 'off'}"
+    )

@@ -1,0 +1,97 @@
+"""UNet models and their builders. The blocks live in ``layers.py``.
+
+Lesson 01 builds this UNet by hand and proves it equals ``UNet()`` here.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import UPSAMPLE_MODES, DoubleConv, Down, Up, UpNoSkip
+
+
+class UNet(nn.Module):
+    """The 2015 UNet: an encoder of Down blocks, a decoder of Up blocks, skips between.
+
+    Channel widths are ``base * 2**level`` for ``level = 0..depth``; the defaults
+    (``base=64, depth=4``) give the paper's 64-128-256-512-1024 layout, ~31 M
+    parameters.
+
+    Args:
+        in_channels: image channels (1 for the cells, 3 for photos).
+        out_channels: output maps; 1 logit map for binary segmentation.
+        base: channels of the first level; every level below doubles it.
+        depth: how many times the encoder halves the resolution.
+        upsample: ``"transpose"`` (the paper's up-convolution), ``"bilinear"``
+            or ``"nearest"``.
+        skips: ``False`` drops every skip connection (lesson 02's ablation).
+
+    Any input size works: the decoder pads each upsampled map to its skip's size.
+
+    Example:
+        >>> UNet(in_channels=1, out_channels=1, base=8)(torch.zeros(1, 1, 75, 90)).shape
+        torch.Size([1, 1, 75, 90])
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, base: int = 64,
+                 depth: int = 4, upsample: str = "transpose", skips: bool = True):
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("base", base), ("depth", depth)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r}: must be a positive int")
+        if base % 2:
+            raise ValueError(f"base={base} is odd: the up-convolution halves channels, use an even base")
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample={upsample!r} is not one of {UPSAMPLE_MODES}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.depth, self.base, self.upsample, self.skips = depth, base, upsample, skips
+
+        widths = [base * 2**i for i in range(depth + 1)]          # 64, 128, 256, 512, 1024
+        self.inc = DoubleConv(in_channels, widths[0])
+        self.downs = nn.ModuleList(Down(widths[i], widths[i + 1]) for i in range(depth))
+        up_block = Up if skips else UpNoSkip
+        self.ups = nn.ModuleList(
+            up_block(widths[i + 1], widths[i], widths[i], mode=upsample)
+            for i in reversed(range(depth))
+        )
+        self.outc = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+
+    @property
+    def config(self) -> dict:
+        """The constructor arguments: what a checkpoint needs to rebuild this model."""
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "base": self.base, "depth": self.depth, "upsample": self.upsample,
+                "skips": self.skips}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}: "
+                f"check the channel count or add a batch dimension with x[None]"
+            )
+        feats = [self.inc(x)]                                       # (B, base, H, W)
+        for down in self.downs:
+            feats.append(down(feats[-1]))                           # (B, 2C, H/2, W/2)
+        x = feats.pop()                                             # the bottleneck
+        for up in self.ups:
+            x = up(x, feats.pop())                                  # (B, C/2, 2H, 2W)
+        return self.outc(x)                                         # (B, out, H, W)
+
+
+def unet_2015(in_channels: int = 1, out_channels: int = 1) -> UNet:
+    """The paper's layout: 64-128-256-512-1024 channels, transposed-conv upsampling."""
+    return UNet(in_channels, out_channels, base=64, depth=4)
+
+
+def unet_teacher(in_channels: int = 1, out_channels: int = 1) -> UNet:
+    """The course's segmentation teacher: the 2015 layout at a quarter width (base 16).
+
+    Lesson 02 trains it on the cells; a quarter of the width is 1/16 of the
+    parameters and FLOPs, which is what a 2-core laptop can train in minutes.
+    """
+    return UNet(in_channels, out_channels, base=16, depth=4)
+
+
+MODELS: dict[str, type[nn.Module]] = {"UNet": UNet}
+"""Classes a checkpoint may name; ``checkpoint.load_checkpoint`` rebuilds from here."""

@@ -1,0 +1,143 @@
+"""A plain training loop over a dataclass config, shared by every lesson.
+
+Segmentation datasets yield ``(image, mask, weight)``; a loss takes
+``(logits, mask, weight)``. ``train`` returns a history dict that
+``plotting.plot_history`` draws.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .losses import bce_loss
+from .metrics import dice, iou
+
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def random_flips(*tensors: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """The same random flip / 90-degree turn applied to image, mask and weight."""
+    k = int(torch.randint(0, 8, (1,), generator=generator))
+    out = []
+    for t in tensors:
+        t = torch.rot90(t, k % 4, dims=(-2, -1))
+        out.append(t.flip(-1) if k >= 4 else t)
+    return tuple(out)
+
+
+@dataclass
+class TrainConfig:
+    """What a training run needs besides the model and the data.
+
+    ``steps`` is the budget: lessons compare models at the same number of steps
+    and batch size, not the same wall time.
+    """
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    loss: Loss = bce_loss
+    augment: Callable[..., tuple[torch.Tensor, ...]] | None = random_flips
+    eval_every: int = 50
+    seed: int = 0
+    device: str = "cpu"
+    desc: str = "train"
+    extra: dict = field(default_factory=dict)  # free-form notes copied into the history
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name}={value!r}: must be a positive int")
+        if not callable(self.loss):
+            raise TypeError(f"TrainConfig.loss must be a function (logits, mask, weight) -> loss, "
+                            f"got {self.loss!r}: use e.g. mobileunet.losses.dice_loss")
+
+
+def batches(dataset: Dataset, batch_size: int, generator: torch.Generator):
+    """Endless shuffled batches; a new shuffle each pass over the data."""
+    if len(dataset) < batch_size:
+        raise ValueError(f"dataset has {len(dataset)} items, fewer than batch_size={batch_size}: "
+                         f"lower the batch size or make more data")
+    while True:
+        yield from DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                              drop_last=True, generator=generator)
+
+
+def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if len(batch) == 3:
+        return batch
+    image, mask = batch
+    return image, mask, torch.ones_like(mask)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Sigmoid probabilities for a stack of images, in eval mode, on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    outs = [torch.sigmoid(model(images[i:i + batch_size].to(device))).cpu()
+            for i in range(0, len(images), batch_size)]
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16) -> dict[str, float]:
+    """IoU and Dice of the thresholded predictions over a whole split."""
+    images, masks = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        image, mask, _ = _unpack(batch)
+        images.append(image)
+        masks.append(mask)
+    probs = predict(model, torch.cat(images), batch_size)
+    target = torch.cat(masks)
+    return {"iou": iou(probs, target), "dice": dice(probs, target)}
+
+
+def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig) -> dict:
+    """Train ``model`` for ``cfg.steps`` steps with AdamW and a cosine schedule.
+
+    Returns a history: ``step``/``loss`` every step, ``eval_step``/``val_iou``/
+    ``val_dice`` every ``cfg.eval_every`` steps and at the end, plus ``seconds``.
+    """
+    device = torch.device(cfg.device)
+    model.to(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    hist: dict = {"step": [], "loss": [], "eval_step": [], "val_iou": [], "val_dice": [],
+                  "config": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                             "loss": getattr(cfg.loss, "__name__", str(cfg.loss)), "seed": cfg.seed,
+                             **cfg.extra}}
+    start = time.perf_counter()
+    data = batches(train_set, cfg.batch_size, gen)
+    bar = tqdm(range(1, cfg.steps + 1), desc=cfg.desc, leave=True)
+    for step in bar:
+        model.train()
+        image, mask, weight = _unpack(next(data))
+        if cfg.augment is not None:
+            image, mask, weight = cfg.augment(image, mask, weight, generator=gen)
+        image, mask, weight = image.to(device), mask.to(device), weight.to(device)
+        loss = cfg.loss(model(image), mask, weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        hist["step"].append(step)
+        hist["loss"].append(loss.item())
+        if val_set is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            scores = evaluate(model, val_set)
+            hist["eval_step"].append(step)
+            hist["val_iou"].append(scores["iou"])
+            hist["val_dice"].append(scores["dice"])
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_iou=f"{scores['iou']:.3f}")
+    hist["seconds"] = time.perf_counter() - start
+    return hist
