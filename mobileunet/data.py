@@ -45,8 +45,8 @@ def border_weight_map(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0) 
     if len(ids) < 2:
         return w_c.astype(np.float32)
     dists = np.stack([ndimage.distance_transform_edt(labels != k) for k in ids])
-    dists.sort(axis=0)
-    d1, d2 = dists[0], dists[1]
+    two = np.partition(dists, 1, axis=0)[:2]         # the two smallest, in order
+    d1, d2 = two[0], two[1]
     w = w_c + np.where(fg, 0.0, w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2)))
     return w.astype(np.float32)
 
@@ -81,7 +81,7 @@ def make_cell_image(size: int | tuple[int, int] = 128, seed: int = 0, gap: float
         u, v = c * dx + s * dy, -s * dx + c * dy
         depth[k] = np.sqrt((u / radii[k]) ** 2 + (v / (radii[k] * aspect[k])) ** 2)
 
-    order = np.sort(depth, axis=0)
+    order = np.partition(depth, 1, axis=0)[:2]       # deepest and second-deepest
     nearest = np.argmin(depth, axis=0)
     inside = order[0] < 1.0
     contested = (order[1] - order[0]) < gap          # nearly equally deep in two cells
@@ -135,6 +135,7 @@ class CellsDataset(Dataset):
         self.images = torch.from_numpy(np.stack([s.image for s in samples]))[:, None]
         self.masks = torch.from_numpy(np.stack([s.mask for s in samples]))[:, None]
         self.weights = torch.from_numpy(np.stack([s.weight for s in samples]))[:, None]
+        self.labels = torch.from_numpy(np.stack([s.labels for s in samples]))[:, None]  # cell ids
 
     def __len__(self) -> int:
         return len(self.images)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,3 +60,50 @@ def env_report(device: torch.device | None = None) -> str:
         f"device {device.type} | threads {torch.get_num_threads()} | "
         f"FAST={'on' if FAST else 'off'}"
     )
+
+
+def data_dir() -> Path:
+    """Where the course keeps data it caches or ships: ``$MOBILEUNET_DATA`` if set,
+    else the repository's ``data/`` folder (editable install), else
+    ``~/.cache/mobileunet``."""
+    if os.environ.get("MOBILEUNET_DATA"):
+        return Path(os.environ["MOBILEUNET_DATA"]).expanduser()
+    repo_data = Path(__file__).resolve().parent.parent / "data"
+    if repo_data.is_dir():
+        return repo_data
+    return Path.home() / ".cache" / "mobileunet"
+
+
+# (package, what the course uses it for, the pip extra that installs it)
+COURSE_PACKAGES = [
+    ("torch", "models and training", "core"),
+    ("torchvision", "MobileNet backbones, Oxford-IIIT Pet loader", "core"),
+    ("numpy", "arrays", "core"),
+    ("scipy", "distance transforms for the weight maps", "core"),
+    ("skimage", "bundled photos for the effect lessons", "core"),
+    ("matplotlib", "every figure", "core"),
+    ("ipywidgets", "explorers (each has a static fallback)", "core"),
+    ("tqdm", "progress bars", "core"),
+    ("onnxruntime", "benchmarks and export (lessons 03, 04, 07)", "test or export"),
+    ("executorch", "on-device export (lesson 07)", "export"),
+]
+
+
+def check_environment() -> list[dict]:
+    """What is installed, at which version, and the pip extra for what is not.
+
+    Looks packages up without importing them, so it is quick and side-effect free.
+    """
+    from importlib import metadata, util
+
+    dist_names = {"skimage": "scikit-image"}
+    rows = []
+    for module, purpose, extra in COURSE_PACKAGES:
+        found = util.find_spec(module) is not None
+        try:
+            version = metadata.version(dist_names.get(module, module)) if found else "-"
+        except metadata.PackageNotFoundError:
+            version = "?"
+        rows.append({"package": module, "version": version, "for": purpose,
+                     "status": "ok" if found else f"missing: pip install -e '.[{extra}]'"})
+    return rows

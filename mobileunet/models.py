@@ -96,3 +96,102 @@ def unet_teacher(in_channels: int = 1, out_channels: int = 1) -> UNet:
 
 MODELS: dict[str, type[nn.Module]] = {"UNet": UNet}
 """Classes a checkpoint may name; ``checkpoint.load_checkpoint`` rebuilds from here."""
+
+
+# --- MobileUNet: the course's student (lesson 04) --------------------------------------------
+
+from .blocks import make_divisible  # noqa: E402
+from .decoders import MobileDecoder  # noqa: E402
+from .encoders import ENCODERS, MobileNetEncoder  # noqa: E402
+
+
+class MobileUNet(nn.Module):
+    """A UNet with a MobileNet encoder and a decoder of MobileNet blocks: the course's student.
+
+    The encoder (``encoders.MobileNetEncoder``) returns skips at strides 2..32;
+    the decoder (``decoders.MobileDecoder``) climbs back one stage per entry of
+    ``decoder_channels``; a 1x1 head makes the logits, bilinearly resized to
+    the input's size when the decoder stops short of it. Any input size works.
+
+    Args:
+        encoder: ``"mobilenet_v2"``, ``"mobilenet_v3_small"`` or ``"mobilenet_v3_large"``.
+        width_mult: the encoder's width multiplier (0.35-1.0).
+        decoder_channels: output channels of each decoder stage from stride 16
+            up; 4 entries end at stride 2, 5 at full resolution.
+        in_channels: image channels (1 for the cells, 3 for photos).
+        out_channels: output maps; 1 logit map for binary segmentation.
+        expand: the decoder's inverted-residual expansion (relative to each
+            stage's output channels).
+        pretrained: start the encoder from torchvision's ImageNet weights
+            (width 1.0 only; needs them in torch's hub cache or a network). Not
+            part of ``config``: a checkpoint brings its own weights.
+
+    Example:
+        >>> MobileUNet(in_channels=1)(torch.zeros(1, 1, 75, 90)).shape
+        torch.Size([1, 1, 75, 90])
+    """
+
+    def __init__(self, encoder: str = "mobilenet_v2", width_mult: float = 0.5,
+                 decoder_channels: tuple[int, ...] = (64, 24, 16, 16), in_channels: int = 3,
+                 out_channels: int = 1, expand: int = 4, pretrained: bool = False):
+        super().__init__()
+        if not isinstance(out_channels, int) or isinstance(out_channels, bool) or out_channels < 1:
+            raise ValueError(f"out_channels={out_channels!r}: must be a positive int")
+        if isinstance(decoder_channels, (str, bytes)) or not hasattr(decoder_channels, "__len__"):
+            raise TypeError(f"decoder_channels={decoder_channels!r}: give a tuple of ints, "
+                            f"one per decoder stage, e.g. (64, 24, 16, 16)")
+        self.encoder = MobileNetEncoder(encoder, width_mult, in_channels, pretrained)
+        self.decoder = MobileDecoder(self.encoder.out_channels, tuple(decoder_channels), expand)
+        self.head = nn.Conv2d(self.decoder.out_channels, out_channels, kernel_size=1)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self._config = {"encoder": encoder, "width_mult": float(width_mult),
+                        "decoder_channels": tuple(int(c) for c in decoder_channels),
+                        "in_channels": in_channels, "out_channels": out_channels, "expand": expand}
+
+    @property
+    def config(self) -> dict:
+        """The constructor arguments: what a checkpoint needs to rebuild this model."""
+        return {**self._config, "decoder_channels": list(self._config["decoder_channels"])}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}: "
+                f"check the channel count or add a batch dimension with x[None]"
+            )
+        B, C, H, W = x.shape
+        feats = self.encoder(x)                            # strides 2, 4, 8, 16, 32
+        y = self.head(self.decoder(feats, (H, W)))         # (B, out, H/s, W/s), s = out_stride
+        if y.shape[-2:] != (H, W):
+            y = nn.functional.interpolate(y, size=(H, W), mode="bilinear", align_corners=False)
+        return y                                           # (B, out, H, W)
+
+
+def _scaled(channels: tuple[int, ...], width: float) -> tuple[int, ...]:
+    return tuple(make_divisible(c * width) for c in channels)
+
+
+def mobile_unet_v2(width: float = 0.5, in_channels: int = 3, out_channels: int = 1) -> MobileUNet:
+    """MobileNetV2 encoder at ``width``, decoder widths scaled alike, output at stride 2."""
+    return MobileUNet("mobilenet_v2", width, _scaled((128, 48, 32, 32), width),
+                      in_channels, out_channels)
+
+
+def mobile_unet_v3_small(width: float = 1.0, in_channels: int = 3, out_channels: int = 1) -> MobileUNet:
+    """MobileNetV3-Small encoder at ``width``, decoder widths scaled alike, output at stride 2."""
+    return MobileUNet("mobilenet_v3_small", width, _scaled((64, 32, 24, 16), width),
+                      in_channels, out_channels)
+
+
+def mobile_unet_v3_large(width: float = 1.0, in_channels: int = 3, out_channels: int = 1) -> MobileUNet:
+    """MobileNetV3-Large encoder at ``width``, decoder widths scaled alike, output at stride 2."""
+    return MobileUNet("mobilenet_v3_large", width, _scaled((112, 40, 24, 16), width),
+                      in_channels, out_channels)
+
+
+def default_student(in_channels: int = 3, out_channels: int = 1) -> MobileUNet:
+    """The course's default student, chosen in lesson 04 from measured latency, FLOPs and IoU."""
+    return mobile_unet_v2(0.5, in_channels, out_channels)
+
+
+MODELS["MobileUNet"] = MobileUNet

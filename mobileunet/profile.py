@@ -1,10 +1,22 @@
-"""What a model costs: parameters, shapes layer by layer, receptive field.
+"""What a model costs: parameters, shapes, receptive field, FLOPs, memory, latency.
 
 Lesson 01 traces the UNet's shapes with ``trace_shapes`` and measures its
-receptive field with ``receptive_field``.
+receptive field with ``receptive_field``. Lesson 03 counts FLOPs
+(``count_flops``), times layers (``measure_latency``) and compares what they
+achieve with the CPU's measured peak (``peak_gflops``); lesson 04 and
+``benchmarks/`` do the same for whole models.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -72,3 +84,294 @@ def receptive_field(model: nn.Module, in_channels: int, size: int = 256) -> int:
     seen = x.grad[0].abs().sum(0) > 0
     rows = torch.nonzero(seen.any(1)).flatten()
     return int(rows.max() - rows.min() + 1)
+
+
+# --- cost: FLOPs, activation memory ------------------------------------------------------
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass of ``model`` on ``x``, counted by torch's ``FlopCounterMode``.
+
+    A multiply-add counts as 2 FLOPs. Only matmuls and convolutions are
+    counted (BatchNorm, activations, resizes and adds are left out: they are
+    a few percent of the arithmetic, though not always of the time).
+    Runs in eval mode without gradients.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with _eval(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def flops_by_layer_type(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """FLOPs split into ``conv kxk``, ``depthwise kxk``, ``conv 1x1`` and ``linear``.
+
+    Counted with forward hooks on the leaf ``Conv2d``/``Linear`` modules using
+    the same formula as ``FlopCounterMode`` (2 x multiply-adds).
+    """
+    out: dict[str, int] = {}
+    hooks = []
+
+    def hook(m, inp, y):
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            macs = y.numel() * (m.in_channels // m.groups) * kh * kw
+        else:
+            macs = y.numel() * m.in_features
+        key = layer_type(m)
+        out[key] = out.get(key, 0) + 2 * macs
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with _eval(model), torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+def layer_type(m: nn.Module) -> str:
+    """``"depthwise 3x3"``, ``"conv 1x1"``, ``"conv 3x3"``, ``"linear"`` or the class name."""
+    if isinstance(m, nn.Conv2d):
+        k = "x".join(map(str, m.kernel_size))
+        if m.groups > 1 and m.groups == m.in_channels:
+            return f"depthwise {k}"
+        return f"conv {k}"
+    return "linear" if isinstance(m, nn.Linear) else type(m).__name__
+
+
+def activation_memory(model: nn.Module, x: torch.Tensor) -> dict:
+    """Bytes of the feature maps a forward pass makes, leaf module by leaf module.
+
+    ``total_mb`` sums every leaf module's output (roughly what training keeps
+    for the backward pass); ``largest_mb`` is the biggest single map and
+    ``largest_layer`` its module, usually a full-resolution one.
+    """
+    sizes: list[tuple[str, int]] = []
+    hooks = []
+    for name, m in model.named_modules():
+        if not any(True for _ in m.children()):
+            def hook(mod, inp, y, name=name):
+                if isinstance(y, torch.Tensor):
+                    sizes.append((name, y.numel() * y.element_size()))
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with _eval(model), torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    name, largest = max(sizes, key=lambda s: s[1]) if sizes else ("", 0)
+    return {"total_mb": sum(s for _, s in sizes) / 2**20, "largest_mb": largest / 2**20,
+            "largest_layer": name}
+
+
+class _eval:
+    """Context: the model in eval mode inside, its own mode restored after."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.was = model, model.training
+
+    def __enter__(self):
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was)
+
+
+# --- latency -------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """Rows of measurements (one dict per row) that print as markdown and plot easily."""
+
+    rows: list[dict] = field(default_factory=list)
+
+    def column(self, name: str) -> list:
+        return [r.get(name) for r in self.rows]
+
+    def where(self, **match) -> "Table":
+        """The rows whose fields equal ``match``, e.g. ``table.where(runtime="onnxruntime")``."""
+        return Table([r for r in self.rows if all(r.get(k) == v for k, v in match.items())])
+
+    def to_markdown(self, columns: Sequence[str] | None = None) -> str:
+        columns = list(columns or (self.rows[0].keys() if self.rows else []))
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for r in self.rows:
+            lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
+        return "\n".join(lines)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+RUNTIMES = ("eager", "eager-cl", "onnxruntime")
+"""``eager``: torch NCHW; ``eager-cl``: torch channels_last; ``onnxruntime``: ORT CPU, fp32."""
+
+
+def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
+                    threads: Sequence[int] = (1,), runtimes: Sequence[str] = ("eager",),
+                    warmup: int = 3, repeats: int = 15, seed: int = 0) -> Table:
+    """Median wall time of one forward pass, models interleaved round-robin.
+
+    Every (model, runtime) pair runs once per round, ``repeats`` rounds after
+    ``warmup`` calls each, so a burst of load from another process hits all
+    models alike instead of one. Eager torch runs under ``torch.no_grad`` with
+    ``torch.set_num_threads``; ONNX Runtime gets a session per thread count
+    (the model is exported once per input shape).
+
+    Returns a ``Table`` with one row per (model, runtime, threads): ``model``,
+    ``runtime``, ``threads``, ``input``, ``median_ms``, ``iqr_ms`` (spread of
+    the middle half) and ``min_ms``.
+    """
+    for rt in runtimes:
+        if rt not in RUNTIMES:
+            raise ValueError(f"runtime {rt!r} is not one of {RUNTIMES}")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats={repeats}, warmup={warmup}: need repeats >= 1 and warmup >= 0")
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+    onnx = {name: _export_onnx(m, x) for name, m in models.items()} if "onnxruntime" in runtimes else {}
+    shape = "x".join(map(str, input_shape))
+    table = Table()
+    old_threads = torch.get_num_threads()
+    try:
+        for n in threads:
+            torch.set_num_threads(n)
+            runners = {(name, rt): _runner(m, x, rt, n, onnx.get(name))
+                       for name, m in models.items() for rt in runtimes}
+            for fn in runners.values():
+                for _ in range(warmup):
+                    fn()
+            times: dict = {key: [] for key in runners}
+            for _ in range(repeats):
+                for key, fn in runners.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    times[key].append(1e3 * (time.perf_counter() - t0))
+            for (name, rt), ts in times.items():
+                q1, med, q3 = np.percentile(ts, [25, 50, 75])
+                table.rows.append({"model": name, "runtime": rt, "threads": n, "input": shape,
+                                   "median_ms": float(med), "iqr_ms": float(q3 - q1),
+                                   "min_ms": float(min(ts))})
+    finally:
+        torch.set_num_threads(old_threads)
+    return table
+
+
+def _runner(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, onnx_bytes: bytes | None):
+    if runtime == "onnxruntime":
+        session = ort_session(onnx_bytes, threads)
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        return lambda: session.run(None, feed)
+    model = model.eval()
+    if runtime == "eager-cl":
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def run():
+        with torch.no_grad():
+            return model(x)
+    return run
+
+
+def _export_onnx(model: nn.Module, x: torch.Tensor) -> bytes:
+    """The model as ONNX bytes (torch.export-based exporter, weights inline)."""
+    import tempfile
+    import warnings
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(tmp) / "model.onnx"
+        with _eval(model), contextlib.redirect_stdout(io.StringIO()):
+            torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False)
+        return path.read_bytes()
+
+
+def ort_session(onnx_model: bytes | str | Path, threads: int = 1):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads and full graph optimisation."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ImportError("ONNX Runtime is missing: pip install 'mobileunet[export]' "
+                          "(or onnxruntime)") from err
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    src = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+
+
+def peak_gflops(threads: int = 1, repeats: int = 5) -> dict[str, float]:
+    """Measured fp32 GFLOP/s of the two kernels that come closest to the CPU's peak.
+
+    ``matmul``: a 1024^3 sgemm; ``conv3x3``: a dense 3x3 conv, 128 -> 128
+    channels on 64x64 (oneDNN). ``peak`` is the larger: the yardstick for
+    "achieved GFLOP/s as a share of peak". Best of ``repeats`` runs.
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+        conv = nn.Conv2d(128, 128, 3, padding=1, bias=False).eval()
+        x = torch.randn(1, 128, 64, 64)
+        out = {"matmul": 2 * 1024**3 / _best(lambda: a @ b, repeats),
+               "conv3x3": 2 * 9 * 128 * 128 * 64 * 64 / _best(lambda: conv(x), repeats)}
+    finally:
+        torch.set_num_threads(old)
+    out = {k: v / 1e9 for k, v in out.items()}
+    out["peak"] = max(out.values())
+    return out
+
+
+def _best(fn, repeats: int) -> float:
+    with torch.no_grad():
+        fn()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory instead of returning it to the OS.
+
+    Eager torch frees and re-allocates its large activations on every call;
+    by default glibc hands big blocks back to the kernel (``mmap``/``munmap``)
+    and page-faults them in again, which can double an eager latency. This
+    turns that off for the whole process (no effect on ONNX Runtime, which
+    plans its own memory). Returns False where it cannot (not glibc). Called
+    by the benchmark, never on import.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+    except (OSError, AttributeError):
+        return False

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .losses import bce_loss
-from .metrics import dice, iou
+from .metrics import dice, instance_f1, iou
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -32,12 +32,29 @@ def random_flips(*tensors: torch.Tensor, generator: torch.Generator | None = Non
     return tuple(out)
 
 
+def random_crop(tensors: tuple[torch.Tensor, ...], size: int,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """The same random ``size`` x ``size`` window cut from each batch tensor, per sample.
+
+    A UNet is fully convolutional, so it trains on small tiles and predicts on
+    whole images (the paper's overlap-tile strategy, Sec. 2, without the overlap).
+    """
+    B, _, H, W = tensors[0].shape
+    if size > min(H, W):
+        raise ValueError(f"crop {size} is larger than the images ({H}x{W}): use crop <= {min(H, W)}")
+    ys = torch.randint(0, H - size + 1, (B,), generator=generator).tolist()
+    xs = torch.randint(0, W - size + 1, (B,), generator=generator).tolist()
+    return tuple(torch.stack([t[b, :, y:y + size, x:x + size] for b, (y, x) in enumerate(zip(ys, xs))])
+                 for t in tensors)
+
+
 @dataclass
 class TrainConfig:
     """What a training run needs besides the model and the data.
 
     ``steps`` is the budget: lessons compare models at the same number of steps
-    and batch size, not the same wall time.
+    and batch size, not the same wall time. ``crop`` trains on random tiles of
+    that side (``None`` trains on whole images); evaluation always sees whole images.
     """
     steps: int = 300
     batch_size: int = 8
@@ -45,6 +62,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     loss: Loss = bce_loss
     augment: Callable[..., tuple[torch.Tensor, ...]] | None = random_flips
+    crop: int | None = None
     eval_every: int = 50
     seed: int = 0
     device: str = "cpu"
@@ -90,7 +108,11 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 16) -> tor
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16) -> dict[str, float]:
-    """IoU and Dice of the thresholded predictions over a whole split."""
+    """IoU and Dice of the thresholded predictions over a whole split.
+
+    Datasets that know their cell ids (``CellsDataset.labels``) also get the
+    object-level ``instance_f1``: are touching cells kept apart?
+    """
     images, masks = [], []
     for batch in DataLoader(dataset, batch_size=batch_size):
         image, mask, _ = _unpack(batch)
@@ -98,7 +120,10 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16) -> dict[s
         masks.append(mask)
     probs = predict(model, torch.cat(images), batch_size)
     target = torch.cat(masks)
-    return {"iou": iou(probs, target), "dice": dice(probs, target)}
+    scores = {"iou": iou(probs, target), "dice": dice(probs, target)}
+    if isinstance(getattr(dataset, "labels", None), torch.Tensor):
+        scores["instance_f1"] = instance_f1(probs, dataset.labels)["instance_f1"]
+    return scores
 
 
 def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig) -> dict:
@@ -116,6 +141,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
     hist: dict = {"step": [], "loss": [], "eval_step": [], "val_iou": [], "val_dice": [],
                   "config": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
                              "loss": getattr(cfg.loss, "__name__", str(cfg.loss)), "seed": cfg.seed,
+                             "crop": cfg.crop,
                              **cfg.extra}}
     start = time.perf_counter()
     data = batches(train_set, cfg.batch_size, gen)
@@ -123,6 +149,8 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
     for step in bar:
         model.train()
         image, mask, weight = _unpack(next(data))
+        if cfg.crop is not None:
+            image, mask, weight = random_crop((image, mask, weight), cfg.crop, gen)
         if cfg.augment is not None:
             image, mask, weight = cfg.augment(image, mask, weight, generator=gen)
         image, mask, weight = image.to(device), mask.to(device), weight.to(device)

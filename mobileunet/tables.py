@@ -1,0 +1,30 @@
+"""Small plain-text tables: what the lessons print, and what nbval compares."""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def _cell(v, floatfmt: str) -> str:
+    if isinstance(v, float):
+        return format(v, floatfmt)
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10_000:
+        return f"{v:,}"
+    return str(v)
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
+                 floatfmt: str = ".3f") -> str:
+    """Rows of dicts as an aligned markdown table (it reads as text and renders as markdown)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or rows[0].keys())
+    cells = [[_cell(r.get(c, ""), floatfmt) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
+    out = [line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
+
+
+def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, floatfmt: str = ".3f") -> None:
+    print(format_table(rows, columns, floatfmt))
