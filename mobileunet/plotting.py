@@ -23,7 +23,7 @@ def _np(img) -> np.ndarray:
 
 
 def show_grid(rows: Sequence[Sequence], titles: Sequence[str] | None = None,
-              size: float = 1.8, cmaps: Sequence[str] | None = None):
+              size: float = 1.6, cmaps: Sequence[str] | None = None):
     """A grid of images: ``rows[i][j]`` is one panel; ``titles`` label the columns.
 
     Tensors in CHW or HW and arrays in HWC or HW are all accepted.
