@@ -1,0 +1,60 @@
+"""Run-time set-up: the FAST flag, seeding, device choice, environment report."""
+import json
+
+import pytest
+import torch
+
+from mobileunet import env
+from mobileunet.nbtools import strip_widgets
+from mobileunet.tables import format_table
+
+
+@pytest.mark.parametrize("value,expected", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_fast_flag_reads_the_environment(monkeypatch, value, expected):
+    monkeypatch.setenv("MOBILEUNET_FAST", value)
+    assert env.fast_mode() is expected
+
+
+def test_set_seed_repeats_random_draws():
+    env.set_seed(3)
+    a = torch.rand(3)
+    env.set_seed(3)
+    assert torch.equal(a, torch.rand(3))
+    with pytest.raises(TypeError, match="seed"):
+        env.set_seed("3")
+
+
+def test_device_helper():
+    assert env.get_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            env.get_device("cuda")
+    assert "torch" in env.env_report(torch.device("cpu"))
+
+
+def test_environment_check_lists_every_course_package():
+    rows = env.check_environment()
+    assert [r["package"] for r in rows] == [p for p, _, _ in env.COURSE_PACKAGES]
+    assert all(r["status"] == "ok" for r in rows if r["package"] in ("torch", "numpy"))
+
+
+def test_data_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOBILEUNET_DATA", str(tmp_path))
+    assert env.data_dir() == tmp_path
+
+
+def test_strip_widgets_keeps_outputs(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream", "text": "hi"}]}],
+          "metadata": {"widgets": {"state": {}}, "kernelspec": {}}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "x.ipynb"
+    path.write_text(json.dumps(nb))
+    strip_widgets(path)
+    out = json.loads(path.read_text())
+    assert "widgets" not in out["metadata"] and out["cells"] == nb["cells"]
+
+
+def test_format_table_aligns_columns():
+    text = format_table([{"a": 1, "b": 0.5}, {"a": 123456, "b": 2.0}])
+    lines = text.splitlines()
+    assert lines[0] == "| a       | b     |"
+    assert "123,456" in lines[3] and len({len(l) for l in lines}) == 1
