@@ -126,22 +126,45 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16) -> dict[s
     return scores
 
 
+StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor],
+                    tuple[torch.Tensor, dict[str, float]]]
+"""``step_loss(model, image, mask, weight) -> (loss, parts)``: one step's loss and its named terms."""
+
+
 def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig) -> dict:
     """Train ``model`` for ``cfg.steps`` steps with AdamW and a cosine schedule.
 
     Returns a history: ``step``/``loss`` every step, ``eval_step``/``val_iou``/
     ``val_dice`` every ``cfg.eval_every`` steps and at the end, plus ``seconds``.
     """
+    def step_loss(model, image, mask, weight):
+        return cfg.loss(model(image), mask, weight), {}
+
+    return fit(model, train_set, val_set, cfg, step_loss)
+
+
+def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
+        step_loss: StepLoss, extra_params: list[nn.Parameter] | None = None,
+        notes: dict | None = None) -> dict:
+    """The loop behind ``train`` and ``distill.distill``: batches, crops, flips, AdamW, cosine.
+
+    ``step_loss`` turns one batch into a loss (``train`` calls the model and
+    ``cfg.loss``; distillation also asks a teacher). Its named terms are kept
+    per step as ``loss_<name>`` in the history. ``extra_params`` are optimised
+    with the model's (distillation's hint adapters); ``notes`` join the
+    history's ``config``.
+    """
     device = torch.device(cfg.device)
     model.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = list(model.parameters()) + list(extra_params or [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     hist: dict = {"step": [], "loss": [], "eval_step": [], "val_iou": [], "val_dice": [],
                   "config": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
                              "loss": getattr(cfg.loss, "__name__", str(cfg.loss)), "seed": cfg.seed,
-                             "crop": cfg.crop,
+                             "crop": cfg.crop, **(notes or {}),
                              **cfg.extra}}
     start = time.perf_counter()
     data = batches(train_set, cfg.batch_size, gen)
@@ -154,13 +177,15 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         if cfg.augment is not None:
             image, mask, weight = cfg.augment(image, mask, weight, generator=gen)
         image, mask, weight = image.to(device), mask.to(device), weight.to(device)
-        loss = cfg.loss(model(image), mask, weight)
+        loss, parts = step_loss(model, image, mask, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         hist["step"].append(step)
         hist["loss"].append(loss.item())
+        for name, value in parts.items():
+            hist.setdefault(f"loss_{name}", []).append(float(value))
         if val_set is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
             scores = evaluate(model, val_set)
             hist["eval_step"].append(step)

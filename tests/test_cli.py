@@ -1,0 +1,109 @@
+"""The command line on tiny data: train, evaluate, distill, their manifests, and clear errors."""
+import json
+
+import pytest
+
+from mobileunet import load_checkpoint
+from mobileunet.checkpoint import sha256
+from mobileunet.cli import main, read_manifest
+
+TINY = ["--n-train", "8", "--n-val", "3", "--size", "32", "--crop", "24", "--steps", "2",
+        "--batch-size", "4", "--eval-every", "2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "teacher.pt"
+    assert main(["train", "--model", "unet_teacher", *TINY, "--store-dtype", "float16",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_a_checkpoint_and_its_manifest(teacher):
+    m = read_manifest(teacher)
+    assert m["command"].startswith("python -m mobileunet train --model unet_teacher --n-train 8")
+    assert m["seed"] == 0
+    assert m["data"]["train"] == {"split": "train", "n": 8, "size": 32, "seed": 0}
+    assert m["data"]["val"] == {"split": "val", "n": 3, "size": 32, "seed": 0}
+    assert m["model"]["builder"] == "unet_teacher" and m["model"]["params"] == 7_762_465
+    assert m["training"]["steps"] == 2 and m["training"]["loss"] == "weighted_bce_loss"
+    assert m["package_version"] and "git_commit" in m and "git_dirty" in m
+    assert m["checkpoint"]["sha256"] == sha256(teacher)
+    assert m["checkpoint"]["dtype"] == "float16" and m["checkpoint"]["bytes"] < 16.5e6
+    assert set(m["metrics"]) >= {"split", "iou", "dice", "instance_f1"}
+    assert set(m["metrics_float32"]) >= {"iou", "dice"}     # fp16 runs also score the fp32 weights
+    model, meta = load_checkpoint(teacher)
+    assert meta["command"] == m["command"] and meta["manifest"] == "teacher.json"
+    assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in model.parameters())
+
+
+def test_evaluate_reproduces_the_manifest(teacher, capsys):
+    assert main(["evaluate", str(teacher), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["data"] == {"split": "val", "n": 3, "size": 32, "seed": 0}
+    assert out["sha256_matches"]
+    for k in ("iou", "dice", "instance_f1"):
+        assert out["metrics"][k] == pytest.approx(out["manifest_metrics"][k], abs=1e-6)
+    assert main(["evaluate", str(teacher), "--n-val", "2"]) == 0
+    assert "2 validation images of 32x32" in capsys.readouterr().out
+
+
+def test_distill_writes_a_student_that_names_its_teacher(teacher, tmp_path):
+    out = tmp_path / "student.pt"
+    assert main(["distill", "--teacher", str(teacher), *TINY, "--soft-weight", "0.5",
+                 "--temperature", "2", "--hint", "ups.2:decoder.blocks.3", "--unlabelled", "4",
+                 "--out", str(out)]) == 0
+    m = read_manifest(out)
+    assert m["model"]["builder"] == "default_student"
+    assert m["model"]["teacher"]["sha256"] == sha256(teacher)
+    assert m["training"]["soft_weight"] == 0.5 and m["training"]["temperature"] == 2.0
+    assert m["training"]["hints"] == [["ups.2", "decoder.blocks.3"]]
+    assert m["training"]["hint_weight"] == 1.0 and m["training"]["teacher_labelled"] == 4
+    assert m["data"]["unlabelled"]["n"] == 4
+    assert m["checkpoint"]["dtype"] == "float32" and m["checkpoint"]["sha256"] == sha256(out)
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("train", "distill", "evaluate", "bench"):
+        assert cmd in out
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--model", "resnet", "--out", "x.pt"], "invalid choice: 'resnet'"),
+    (["train", "--steps", "0", "--out", "x.pt"], "0 must be at least 1"),
+    (["train", "--out", "model.pth"], "NAME.pt"),
+    (["distill", "--hint", "ups.2", "--out", "x.pt"], "TEACHER_MODULE:STUDENT_MODULE"),
+    (["distill", "--soft-weight", "2", "--out", "x.pt"], "between 0 and 1"),
+    (["train", "--out", "x.pt", "--lr", "fast"], "'fast' is not a number"),
+])
+def test_bad_arguments_are_refused_by_the_parser(argv, match, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", *TINY, "--crop", "40"], "--crop 40 is larger than --size 32"),
+    (["train", *TINY, "--n-train", "2"], "--n-train 2 is smaller than --batch-size 4"),
+    (["distill", *TINY, "--hint-weight", "1"], "needs at least one --hint"),
+    (["distill", *TINY, "--teacher", "nowhere/teacher.pt"], "no checkpoint at nowhere/teacher.pt"),
+    (["evaluate", "nowhere.pt"], "no checkpoint at nowhere.pt"),
+])
+def test_bad_values_give_a_clear_error_and_status_2(argv, match, tmp_path, capsys):
+    if argv[0] != "evaluate":
+        argv = [*argv, "--out", str(tmp_path / "x.pt")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_bad_hint_module_is_named(teacher, tmp_path, capsys):
+    assert main(["distill", "--teacher", str(teacher), *TINY, "--hint", "ups.9:decoder.blocks.3",
+                 "--out", str(tmp_path / "x.pt")]) == 2
+    assert "no module 'ups.9'" in capsys.readouterr().err
