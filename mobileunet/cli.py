@@ -192,6 +192,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-every", type=_positive_int, metavar="N", default=50, help="(default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="model init and batch order (default: %(default)s)")
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    g.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's choice); 1 is faster on a busy machine")
     g = p.add_argument_group("output")
     g.add_argument("--out", type=_checkpoint_path, metavar="NAME.pt", required=True,
                    help="checkpoint NAME.pt; the manifest is written to NAME.json")
@@ -236,9 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
-    if args.command in ("train", "distill") and args.device is None:
+    if args.command in ("train", "distill"):
+        import torch
+
         from .env import get_device
-        args.device = get_device().type
+        args.device = args.device or get_device().type
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        args.threads = torch.get_num_threads()
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
@@ -384,7 +391,7 @@ def _finish(args, model, hist: dict, data: dict, model_info: dict) -> None:
         "data": data["spec"],
         "model": {**model_info, "arch": type(model).__name__, "config": dict(model.config),
                   "params": count_params(model)},
-        "training": {**hist["config"], "device": args.device,
+        "training": {**hist["config"], "device": args.device, "threads": args.threads,
                      "seconds": round(hist["seconds"], 1), "final_loss": hist["loss"][-1],
                      "val_iou_curve": {"step": hist["eval_step"], "iou": hist["val_iou"]}},
         "metrics": {"split": "val", **metrics},
@@ -422,13 +429,14 @@ def read_manifest(checkpoint: str | Path) -> dict | None:
 
 
 def git_info() -> dict:
-    """The git commit of the package's checkout, and whether ``mobileunet/`` differs from it."""
+    """The git commit of the package's checkout, and which files of ``mobileunet/`` differ from it."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "mobileunet"], cwd=root,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--", "mobileunet"], cwd=root,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None}
-    return {"git_commit": commit, "git_dirty": bool(dirty)}
+    changed = sorted(line[3:] for line in status.splitlines() if line.strip())
+    return {"git_commit": commit, "git_dirty": bool(changed), "git_uncommitted": changed}

@@ -27,6 +27,7 @@ def test_train_writes_a_checkpoint_and_its_manifest(teacher):
     assert m["data"]["val"] == {"split": "val", "n": 3, "size": 32, "seed": 0}
     assert m["model"]["builder"] == "unet_teacher" and m["model"]["params"] == 7_762_465
     assert m["training"]["steps"] == 2 and m["training"]["loss"] == "weighted_bce_loss"
+    assert m["training"]["device"] == "cpu" and m["training"]["threads"] >= 1
     assert m["package_version"] and "git_commit" in m and "git_dirty" in m
     assert m["checkpoint"]["sha256"] == sha256(teacher)
     assert m["checkpoint"]["dtype"] == "float16" and m["checkpoint"]["bytes"] < 16.5e6
