@@ -320,7 +320,9 @@ def distill(student: nn.Module, teacher: nn.Module, train_set: Dataset, val_set:
         cfg: the budget and the teacher's terms.
         unlabelled: extra images; the teacher labels them (``TeacherLabelled``) and
             they join ``train_set``. Batches then mix real and teacher-made pairs
-            in proportion, at the same batch size and step count.
+            in proportion, at the same batch size and step count. A
+            ``TeacherLabelled`` made once can be passed instead, to share it
+            between runs.
 
     Example:
         >>> from mobileunet import UNet, cells_splits
@@ -337,7 +339,8 @@ def distill(student: nn.Module, teacher: nn.Module, train_set: Dataset, val_set:
     teacher = teacher.to(device).eval()
     n_extra = 0
     if unlabelled is not None:
-        extra = TeacherLabelled(teacher, images_of(unlabelled))
+        extra = (unlabelled if isinstance(unlabelled, TeacherLabelled)
+                 else TeacherLabelled(teacher, images_of(unlabelled)))
         train_set, n_extra = ConcatDataset([train_set, extra]), len(extra)
     t_names, s_names = [t for t, _ in cfg.hints], [s for _, s in cfg.hints]
     adapters = None

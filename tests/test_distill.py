@@ -119,6 +119,13 @@ def test_teacher_labels_replace_the_dataset_labels(data):
     assert weight.max() > 2 * weight.median()       # border weights peak in the gaps
 
 
+def test_distill_reuses_teacher_labels_made_once(data):
+    labelled = TeacherLabelled(Threshold(), data[0].images[:4])
+    cfg = DistillConfig(steps=1, batch_size=4, crop=24, eval_every=1)
+    hist = distill(UNet(base=4, depth=2), UNet(base=4, depth=2), *data, cfg, unlabelled=labelled)
+    assert hist["config"]["teacher_labelled"] == 4
+
+
 # --- the loop ---------------------------------------------------------------------------------
 
 def test_distill_with_every_term_off_is_train(data):
