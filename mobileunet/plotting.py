@@ -71,43 +71,136 @@ def draw_unet(model: torch.nn.Module, input_shape: tuple[int, ...] = (1, 1, 256,
     Each box is one block's output: its height is the map's side (log scale), its
     width the channel count (log scale); grey arrows are the skips. The shapes
     come from a forward pass, so a changed model draws a changed U.
+
+    Works for the UNet (its ``inc``/``downs``/``ups`` blocks) and for any model
+    with an ``encoder`` returning its skips and a ``decoder`` of ``blocks``,
+    such as ``MobileUNet`` (lesson 04), whose last box is the full-size output.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, Rectangle
 
-    from .profile import trace_shapes
-
-    rows = [r for r in trace_shapes(model, torch.zeros(input_shape)) if r["layer"] != "outc"]
+    rows = _u_rows(model, input_shape)
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    side0 = rows[0]["out_shape"][-1]
+    side0 = input_shape[-1]
     centres = []
     for i, r in enumerate(rows):
         _, c, h, w = r["out_shape"]
         level = int(round(np.log2(side0 / w)))              # 0 at full resolution
         height = 0.25 + 0.07 * np.log2(h)                   # bigger maps, taller boxes
-        width = 0.08 + 0.05 * np.log2(c)                    # more channels, wider boxes
+        width = 0.08 + 0.05 * np.log2(max(c, 1))            # more channels, wider boxes
         x, y = i * 0.75, -level
-        color = "tab:orange" if r["layer"].startswith("ups") else "tab:blue"
+        color = {"enc": "tab:blue", "dec": "tab:orange"}.get(r["side"], "tab:green")
         ax.add_patch(Rectangle((x - width / 2, y - height / 2), width, height, color=color, alpha=0.85))
         ax.text(x, y - height / 2 - 0.08, f"{c}\n{h}x{w}", ha="center", va="top", fontsize=7)
         if centres:                                         # down / up path
-            px, py, pw = centres[-1]
+            px, py, pw, _ = centres[-1]
             ax.add_patch(FancyArrowPatch((px + pw / 2, py), (x - width / 2, y),
                                          arrowstyle="->", mutation_scale=8, color="k", lw=0.8))
-        centres.append((x, y, width))
-    by_level: dict[int, list] = {}
-    for x, y, width in centres:
-        by_level.setdefault(y, []).append((x, width))
-    for y, boxes in by_level.items():                        # skips join equal levels
-        if len(boxes) == 2:
-            (x0, w0), (x1, w1) = boxes
+        centres.append((x, y, width, r["side"]))
+    for y in {c[1] for c in centres}:                        # skips join encoder and decoder levels
+        enc = [(x, wd) for x, yy, wd, side in centres if yy == y and side == "enc"]
+        dec = [(x, wd) for x, yy, wd, side in centres if yy == y and side == "dec"]
+        if enc and dec:
+            (x0, w0), (x1, w1) = enc[-1], dec[0]
             ax.add_patch(FancyArrowPatch((x0 + w0 / 2, y + 0.05), (x1 - w1 / 2, y + 0.05),
                                          arrowstyle="->", mutation_scale=8, color="0.55",
                                          linestyle="--", lw=0.8))
     ax.set_xlim(-0.6, len(rows) * 0.75)
-    ax.set_ylim(min(y for _, y, _ in centres) - 1.0, 0.8)
+    ax.set_ylim(min(c[1] for c in centres) - 1.0, max(c[1] for c in centres) + 0.8)
     ax.set_axis_off()
+    output = ", output (green)" if rows[-1]["side"] == "out" else ""
     ax.set_title("The U from the model's own feature maps: encoder (blue), decoder (orange), "
-                 "skips (dashed)", fontsize=9)
+                 f"skips (dashed){output}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _u_rows(model: torch.nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
+    """``{"layer", "out_shape", "side"}`` for each box of the U, in the order data flows."""
+    from .profile import trace_shapes
+
+    encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
+    if encoder is None or not hasattr(decoder, "blocks"):      # the UNet of lessons 01-02
+        rows = [r for r in trace_shapes(model, torch.zeros(input_shape)) if r["layer"] != "outc"]
+        return [{**r, "side": "dec" if r["layer"].startswith("ups") else "enc"} for r in rows]
+    rows: list[dict] = []
+    hooks = [encoder.register_forward_hook(lambda m, i, feats: rows.extend(
+        {"layer": f"encoder {k}", "out_shape": tuple(f.shape), "side": "enc"} for k, f in enumerate(feats)))]
+    for k, block in enumerate(decoder.blocks):
+        hooks.append(block.register_forward_hook(lambda m, i, y, k=k: rows.append(
+            {"layer": f"decoder {k}", "out_shape": tuple(y.shape), "side": "dec"})))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(input_shape))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return rows + [{"layer": "output", "out_shape": tuple(out.shape), "side": "out"}]
+
+
+def plot_soft_targets(image, logits, temperatures: Sequence[float] = (1, 2, 4, 8), row: int | None = None,
+                      size: float = 1.6):
+    """A teacher's probabilities ``sigmoid(z / T)`` at several temperatures, and one row's profile.
+
+    ``image`` and ``logits`` are one image's ``(1, H, W)`` or ``(H, W)`` tensors.
+    The last panel plots the probabilities along image row ``row`` (by default
+    the row that crosses the most cell boundaries), one curve per temperature:
+    the higher T, the flatter the curve, and the more a student hears about
+    where the teacher is unsure (lesson 05).
+    """
+    import matplotlib.pyplot as plt
+
+    z = torch.as_tensor(logits).detach().cpu().float()
+    z = z.reshape(z.shape[-2:])
+    if row is None:
+        row = int((z > 0).float().diff(dim=1).abs().sum(1).argmax())
+    n = len(temperatures)
+    fig, axes = plt.subplots(1, n + 2, figsize=(size * (n + 1) + 2.8, size + 0.4),
+                             gridspec_kw={"width_ratios": [1] * (n + 1) + [1.8]})
+    axes[0].imshow(_np(image), cmap="gray")
+    axes[0].axhline(row, color="tab:cyan", lw=0.8)
+    axes[0].set_title("image", fontsize=9)
+    colors = plt.cm.viridis(np.linspace(0, 0.85, n))
+    for ax, t, color in zip(axes[1:], temperatures, colors):
+        ax.imshow(torch.sigmoid(z / t).numpy(), cmap="magma", vmin=0, vmax=1)
+        ax.set_title(f"T = {t:g}", fontsize=9)
+        axes[-1].plot(torch.sigmoid(z[row] / t).numpy(), color=color, lw=1.2, label=f"T = {t:g}")
+    for ax in axes[:-1]:
+        ax.axis("off")
+    axes[-1].axhline(0.5, color="0.7", lw=0.6, ls="--")
+    axes[-1].set(ylim=(-0.02, 1.02), xlabel="x along the cyan line", ylabel="p(cell)")
+    axes[-1].tick_params(labelsize=7)
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def bar_chart(rows: Sequence[dict], value: str, label: str = "model", group: str = "runtime",
+              ylabel: str | None = None, title: str = "", log: bool = False, hline: float | None = None):
+    """Grouped bars: one cluster per ``label`` (e.g. model), one bar per ``group`` (e.g. runtime).
+
+    ``rows`` are dicts such as a ``profile.Table``'s rows; ``hline`` draws a
+    reference line (a peak, a frame budget).
+    """
+    import matplotlib.pyplot as plt
+
+    rows = list(rows)
+    labels = list(dict.fromkeys(r[label] for r in rows))
+    groups = list(dict.fromkeys(r.get(group, "") for r in rows))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(labels) + 2), 3.2))
+    width = 0.8 / len(groups)
+    for j, g in enumerate(groups):
+        vals = {r[label]: r[value] for r in rows if r.get(group, "") == g}
+        xs = [i + (j - (len(groups) - 1) / 2) * width for i in range(len(labels))]
+        ax.bar(xs, [vals.get(lab, 0) for lab in labels], width, label=str(g))
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+    ax.set(ylabel=ylabel or value, title=title, yscale="log" if log else "linear")
+    if hline is not None:
+        ax.axhline(hline, color="k", lw=0.8, ls="--")
+    if len(groups) > 1:
+        ax.legend(fontsize=8)
+    ax.title.set_fontsize(10)
     fig.tight_layout()
     return fig

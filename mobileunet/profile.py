@@ -200,11 +200,11 @@ class Table:
         return Table([r for r in self.rows if all(r.get(k) == v for k, v in match.items())])
 
     def to_markdown(self, columns: Sequence[str] | None = None) -> str:
+        """An aligned markdown table; floats to 3 significant digits, big ints with commas."""
+        from .tables import format_table
+
         columns = list(columns or (self.rows[0].keys() if self.rows else []))
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        for r in self.rows:
-            lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
-        return "\n".join(lines)
+        return format_table([{c: _fmt(r.get(c, "")) for c in columns} for r in self.rows], columns)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -249,7 +249,7 @@ def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats={repeats}, warmup={warmup}: need repeats >= 1 and warmup >= 0")
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
-    onnx = {name: _export_onnx(m, x) for name, m in models.items()} if "onnxruntime" in runtimes else {}
+    onnx = {name: onnx_bytes(m, x) for name, m in models.items()} if "onnxruntime" in runtimes else {}
     shape = "x".join(map(str, input_shape))
     table = Table()
     old_threads = torch.get_num_threads()
@@ -277,9 +277,9 @@ def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
     return table
 
 
-def _runner(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, onnx_bytes: bytes | None):
+def _runner(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, onnx_model: bytes | None):
     if runtime == "onnxruntime":
-        session = ort_session(onnx_bytes, threads)
+        session = ort_session(onnx_model, threads)
         feed = {session.get_inputs()[0].name: x.numpy()}
         return lambda: session.run(None, feed)
     model = model.eval()
@@ -293,7 +293,7 @@ def _runner(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, onnx_
     return run
 
 
-def _export_onnx(model: nn.Module, x: torch.Tensor) -> bytes:
+def onnx_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
     """The model as ONNX bytes (torch.export-based exporter, weights inline)."""
     import tempfile
     import warnings
@@ -375,3 +375,18 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
     except (OSError, AttributeError):
         return False
+
+
+def with_throughput(table: Table, flops: dict[str, int], peak: float | dict[int, float]) -> Table:
+    """``table`` (from ``measure_latency``) with each row's GFLOPs, achieved GFLOP/s and % of peak.
+
+    ``flops`` maps each model name to its FLOPs (``count_flops``); ``peak`` is
+    ``peak_gflops(n)["peak"]``, or a dict of it per thread count.
+    """
+    rows = []
+    for r in table.rows:
+        p = peak[r["threads"]] if isinstance(peak, dict) else peak
+        achieved = flops[r["model"]] / 1e9 / (r["median_ms"] / 1e3)
+        rows.append({**r, "gflops": flops[r["model"]] / 1e9, "gflop_per_s": achieved,
+                     "pct_of_peak": 100 * achieved / p})
+    return Table(rows)

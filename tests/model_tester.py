@@ -34,8 +34,32 @@ def _unet_noskip(**kw):
     return UNet(base=8, depth=3, upsample="nearest", skips=False, **kw)
 
 
+def _mobile_unet_v2(**kw):
+    from mobileunet import MobileUNet
+    return MobileUNet("mobilenet_v2", width_mult=0.35, decoder_channels=(16, 8, 8, 8), **kw)
+
+
+def _mobile_unet_v3_small_fullres(**kw):
+    from mobileunet import MobileUNet
+    return MobileUNet("mobilenet_v3_small", width_mult=0.5, decoder_channels=(16, 8, 8, 8, 4), **kw)
+
+
+def _mobile_unet_v3_large_stride8(**kw):
+    from mobileunet import MobileUNet
+    return MobileUNet("mobilenet_v3_large", width_mult=0.35, decoder_channels=(16, 8), expand=2, **kw)
+
+
+def _default_student(**kw):
+    from mobileunet import default_student
+    return default_student(**kw)
+
+
 CASES: list[ModelCase] = [
     ModelCase("unet", _unet),
     ModelCase("unet-bilinear", _unet_bilinear),
     ModelCase("unet-noskip", _unet_noskip),
+    ModelCase("mobileunet-v2", _mobile_unet_v2),
+    ModelCase("mobileunet-v3s-fullres", _mobile_unet_v3_small_fullres, odd_size=(67, 45)),
+    ModelCase("mobileunet-v3l-stride8", _mobile_unet_v3_large_stride8),
+    ModelCase("default-student", _default_student, odd_size=(33, 97)),
 ]

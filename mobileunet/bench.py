@@ -1,0 +1,245 @@
+"""The model benchmark: the student beside its teacher and peers, measured in one run.
+
+``python -m mobileunet bench`` (or ``python benchmarks/bench_models.py``)
+measures every model at each input size, batch 1, fp32, at each thread count,
+in eager torch and ONNX Runtime, models interleaved round-robin (see
+``profile.measure_latency``). Each row carries parameters, FLOPs, the median
+latency and the achieved GFLOP/s, also as a share of this machine's measured
+peak. Results go to ``benchmarks/results/`` as JSON, a markdown table and a
+plot, with the machine described beside them.
+
+Nothing is downloaded: every model has random weights, which do not change
+the cost of a forward pass.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import peers
+from .models import default_student, mobile_unet_v2, unet_teacher
+from .profile import (Table, count_flops, count_params, keep_freed_memory, measure_latency,
+                      peak_gflops, with_throughput)
+
+
+def _smp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("segmentation_models_pytorch") is not None
+
+
+def candidates(quick: bool = False) -> dict[str, Callable[..., nn.Module]]:
+    """Name -> builder(in_channels=, out_channels=) of every model the benchmark runs."""
+    models: dict[str, Callable[..., nn.Module]] = {"student (default)": default_student}
+    if not quick:
+        models.update({f"MobileUNet-V2 w{w}": (lambda w=w, **kw: mobile_unet_v2(w, **kw))
+                       for w in (0.35, 0.75, 1.0)})
+    models["UNet teacher (base 32)"] = unet_teacher
+    models["LRASPP-MobileNetV3-L"] = peers.lraspp_mobilenet_v3
+    if not quick:
+        models["DeepLabV3-MobileNetV3-L"] = peers.deeplabv3_mobilenet_v3
+    if _smp_available():
+        models["smp Unet-MobileNetV2"] = peers.smp_unet_mobilenet_v2
+    return models
+
+
+@dataclass
+class BenchConfig:
+    """What one benchmark run measures."""
+    sizes: tuple[int, ...] = (256, 512)
+    threads: tuple[int, ...] = (1, 2)
+    runtimes: tuple[str, ...] = ("eager", "onnxruntime")
+    warmup: int = 3
+    repeats: int = 12
+    quick: bool = False
+    in_channels: int = 3
+    out_dir: str = "benchmarks/results"
+    name: str = "models"
+
+
+def quick_config() -> BenchConfig:
+    """One size, fewer models and repeats: a one-minute look."""
+    return BenchConfig(sizes=(256,), threads=(1, 2), warmup=2, repeats=6, quick=True, name="models_quick")
+
+
+def machine_info() -> dict:
+    """What the numbers depend on: CPU model, cores, threads, library versions, load."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+    for mod in ("torchvision", "onnxruntime", "onnx", "segmentation_models_pytorch"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    if hasattr(os, "getloadavg"):
+        info["load_avg_start"] = [round(v, 2) for v in os.getloadavg()]
+    return info
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Measure every candidate at every size; returns ``{"machine", "config", "peak", "rows"}``."""
+    start = time.perf_counter()
+    machine = machine_info()
+    machine["malloc_keeps_freed_memory"] = keep_freed_memory()
+    peak = {n: peak_gflops(n) for n in cfg.threads}
+    builders = candidates(cfg.quick)
+    rows: list[dict] = []
+    for size in cfg.sizes:
+        torch.manual_seed(0)
+        models = {name: build(in_channels=cfg.in_channels, out_channels=1).eval()
+                  for name, build in builders.items()}
+        x = torch.zeros(1, cfg.in_channels, size, size)
+        cost = {name: (count_params(m), count_flops(m, x)) for name, m in models.items()}
+        print(f"[bench] {size}x{size}: {len(models)} models x {cfg.runtimes} x threads {cfg.threads}",
+              flush=True)
+        table = measure_latency(models, tuple(x.shape), cfg.threads, cfg.runtimes,
+                                cfg.warmup, cfg.repeats)
+        table = with_throughput(table, {k: f for k, (_, f) in cost.items()},
+                                {n: p["peak"] for n, p in peak.items()})
+        rows += [{**r, "params": cost[r["model"]][0]} for r in table.rows]
+    if hasattr(os, "getloadavg"):
+        machine["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
+    machine["bench_seconds"] = round(time.perf_counter() - start, 1)
+    return {"machine": machine, "config": asdict(cfg), "peak_gflops": peak, "rows": rows}
+
+
+def summary_table(result: dict, size: int = 256) -> Table:
+    """One row per model: params, GFLOPs and the median ms of each runtime and thread count."""
+    out: dict[str, dict] = {}
+    for r in result["rows"]:
+        if r["input"].endswith(f"x{size}x{size}"):
+            row = out.setdefault(r["model"], {"model": r["model"], "params (M)": r["params"] / 1e6,
+                                              "GFLOPs": r["gflops"]})
+            row[f"{_rt(r['runtime'])} {r['threads']}t ms"] = r["median_ms"]
+    return Table(list(out.values()))
+
+
+def _rt(runtime: str) -> str:
+    return {"onnxruntime": "ORT"}.get(runtime, runtime)
+
+
+def full_table(result: dict) -> Table:
+    """Every measurement: model, input, runtime, threads, ms, GFLOP/s and share of peak."""
+    return Table([{"model": r["model"], "input": r["input"].split("x", 2)[-1], "runtime": _rt(r["runtime"]),
+                   "threads": r["threads"], "median ms": r["median_ms"], "IQR ms": r["iqr_ms"],
+                   "GFLOP/s": r["gflop_per_s"], "% of peak": r["pct_of_peak"]}
+                  for r in result["rows"]])
+
+
+def machine_line(result: dict) -> str:
+    m = result["machine"]
+    peak = ", ".join(f"{n} thread{'s' if int(n) > 1 else ''}: {p['peak']:.0f}"
+                     for n, p in result["peak_gflops"].items())
+    return (f"{m['cpu']}, {m['cores']} cores; torch {m['torch']}, onnxruntime {m.get('onnxruntime', '-')}, "
+            f"torchvision {m.get('torchvision', '-')}; measured fp32 peak GFLOP/s ({peak}); "
+            f"load average {m.get('load_avg_start')} -> {m.get('load_avg_end')}; {m['date']}; "
+            f"{m['bench_seconds']:.0f} s")
+
+
+def student_ratios(result: dict, size: int = 256, runtime: str = "onnxruntime") -> list[dict]:
+    """The default student against the teacher and smp's Unet: how many times fewer/faster."""
+    def pick(model, threads):
+        for r in result["rows"]:
+            if r["model"] == model and r["runtime"] == runtime and r["threads"] == threads \
+                    and r["input"].endswith(f"x{size}x{size}"):
+                return r
+    out = []
+    for threads in result["config"]["threads"]:
+        s = pick("student (default)", threads)
+        for other in ("UNet teacher (base 32)", "smp Unet-MobileNetV2"):
+            o = pick(other, threads)
+            if s and o:
+                out.append({"vs": other, "threads": threads, "params x": o["params"] / s["params"],
+                            "FLOPs x": o["gflops"] / s["gflops"],
+                            "latency x": o["median_ms"] / s["median_ms"]})
+    return out
+
+
+def write_results(result: dict, out_dir: str | Path, name: str) -> list[Path]:
+    """``NAME.json``, ``NAME.md`` (summary per size, then every row) and ``NAME.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.png"]
+    paths[0].write_text(json.dumps(result, indent=1) + "\n")
+    parts = [f"# Model benchmark\n\nMachine: {machine_line(result)}\n\n"
+             f"Batch 1, fp32, random weights, median of {result['config']['repeats']} interleaved "
+             f"runs. `t` = threads; ORT = ONNX Runtime (CPU provider).\n"]
+    for size in result["config"]["sizes"]:
+        parts.append(f"\n## {size}x{size}\n\n{summary_table(result, size).to_markdown()}\n")
+    ratios = student_ratios(result)
+    if ratios:
+        parts.append(f"\n## The default student, 256x256, ONNX Runtime\n\n{Table(ratios).to_markdown()}\n")
+    parts.append(f"\n## Every measurement\n\n{full_table(result).to_markdown()}\n")
+    paths[1].write_text("".join(parts))
+    fig = plot_results(result)
+    fig.savefig(paths[2], dpi=90)
+    return paths
+
+
+def plot_results(result: dict):
+    """Latency against FLOPs, one panel per input size: FLOPs do not predict latency."""
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = result["config"]["sizes"]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4), squeeze=False)
+    style = {"onnxruntime": "o", "eager": "s"}
+    threads = max(result["config"]["threads"])
+    for ax, size in zip(axes[0], sizes):
+        for rt, marker in style.items():
+            rows = [r for r in result["rows"] if r["runtime"] == rt and r["threads"] == threads
+                    and r["input"].endswith(f"x{size}x{size}")]
+            if not rows:
+                continue
+            ax.scatter([r["gflops"] for r in rows], [r["median_ms"] for r in rows], marker=marker,
+                       label=f"{_rt(rt)}, {threads} threads")
+            if rt == "onnxruntime":
+                for r in rows:
+                    ax.annotate(r["model"], (r["gflops"], r["median_ms"]), fontsize=7,
+                                xytext=(4, 2), textcoords="offset points")
+        ax.set(xscale="log", yscale="log", xlabel="GFLOPs", ylabel="median ms",
+               title=f"{size}x{size}, batch 1, fp32")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="one size, fewer models and repeats")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for the results")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per model (default 12, quick 6)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = quick_config() if args.quick else BenchConfig()
+    cfg.out_dir = args.out
+    if args.repeats:
+        cfg.repeats = args.repeats
+    result = run_bench(cfg)
+    paths = write_results(result, cfg.out_dir, cfg.name)
+    print(machine_line(result))
+    for size in cfg.sizes:
+        print(f"\n{size}x{size}\n{summary_table(result, size).to_markdown()}")
+    print("\nwrote", ", ".join(str(p) for p in paths))
+    return 0

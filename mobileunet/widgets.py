@@ -1,0 +1,96 @@
+"""The architecture explorer of lesson 04, and its static fallback.
+
+``architecture_explorer()`` is an ipywidgets panel: pick an encoder, a width
+multiplier, decoder channels and an input size; it shows the parameters,
+FLOPs, a quick eager latency and the U drawn from the model's feature maps.
+``architecture_table()`` and ``draw_unet`` render the same facts for a fixed
+list of choices, for rendered pages and for nbval, where no kernel answers a
+slider. ipywidgets is imported only when the explorer is built.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .encoders import ENCODERS
+from .models import MobileUNet
+from .profile import Table, count_flops, count_params, measure_latency
+
+DECODERS: dict[str, tuple[int, ...]] = {
+    "default (64, 24, 16, 16, 8)": (64, 24, 16, 16, 8),
+    "thin (32, 16, 8, 8, 8)": (32, 16, 8, 8, 8),
+    "wide (128, 48, 32, 32, 16)": (128, 48, 32, 32, 16),
+    "stops at stride 2 (64, 24, 16, 16)": (64, 24, 16, 16),
+    "stops at stride 8 (64, 24)": (64, 24),
+}
+"""Decoder presets the explorer offers: one entry per stage, from stride 16 up."""
+
+WIDTHS = (0.35, 0.5, 0.75, 1.0)
+SIZES = (128, 256, 512)
+
+
+def architecture_row(encoder: str, width_mult: float, decoder_channels: Sequence[int],
+                     size: int = 256, in_channels: int = 3, latency: bool = False) -> dict:
+    """Parameters and GFLOPs of one ``MobileUNet`` (and its eager latency when ``latency``)."""
+    model = MobileUNet(encoder, width_mult, tuple(decoder_channels), in_channels)
+    x = torch.zeros(1, in_channels, size, size)
+    row = {"encoder": encoder, "width": width_mult, "decoder": str(tuple(decoder_channels)),
+           "input": f"{size}x{size}", "params": count_params(model),
+           "GFLOPs": round(count_flops(model, x) / 1e9, 3)}
+    if latency:
+        t = measure_latency({"m": model}, tuple(x.shape), threads=(torch.get_num_threads(),),
+                            runtimes=("eager-cl",), warmup=2, repeats=5)
+        row["eager ms"] = round(t.rows[0]["median_ms"], 1)
+    return row
+
+
+def architecture_table(choices: Sequence[dict], size: int = 256, in_channels: int = 3,
+                       latency: bool = False) -> Table:
+    """The static fallback: the explorer's numbers for a fixed list of choices.
+
+    Each choice is a dict of ``encoder``, ``width_mult`` and ``decoder_channels``.
+    Without ``latency`` every number is deterministic (params, FLOPs), so a
+    notebook can check the printed table under nbval.
+    """
+    return Table([architecture_row(c["encoder"], c["width_mult"], c["decoder_channels"], size,
+                                   in_channels, latency) for c in choices])
+
+
+def architecture_explorer(in_channels: int = 3):
+    """An ipywidgets panel to try MobileUNet designs; needs a live kernel.
+
+    Returns the widget; display it as a cell's last line.
+    """
+    try:
+        import ipywidgets as W
+        from IPython.display import display
+    except ImportError as err:
+        raise ImportError("the explorer needs ipywidgets: pip install 'mobileunet[course]', "
+                          "or use architecture_table() for the static version") from err
+    import matplotlib.pyplot as plt
+
+    from .plotting import draw_unet
+
+    encoder = W.Dropdown(options=ENCODERS, value="mobilenet_v2", description="encoder")
+    width = W.SelectionSlider(options=WIDTHS, value=0.5, description="width")
+    decoder = W.Dropdown(options=list(DECODERS), value="default (64, 24, 16, 16, 8)", description="decoder")
+    size = W.Dropdown(options=SIZES, value=256, description="input")
+    timed = W.Checkbox(value=False, description="measure latency (eager, ~1 s)")
+    out = W.Output()
+
+    def update(*_):
+        with out:
+            out.clear_output(wait=True)
+            row = architecture_row(encoder.value, width.value, DECODERS[decoder.value], size.value,
+                                   in_channels, latency=timed.value)
+            display(Table([row]))
+            model = MobileUNet(encoder.value, width.value, DECODERS[decoder.value], in_channels)
+            fig = draw_unet(model, (1, in_channels, size.value, size.value))
+            display(fig)
+            plt.close(fig)
+
+    for w in (encoder, width, decoder, size, timed):
+        w.observe(update, names="value")
+    update()
+    return W.VBox([W.HBox([encoder, width]), W.HBox([decoder, size]), timed, out])
