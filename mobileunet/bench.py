@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from . import peers
-from .models import default_student, mobile_unet_v2, unet_teacher
+from .models import default_student, mobile_unet_v2, mobile_unet_v3_small, unet_teacher
 from .profile import (Table, count_flops, count_params, keep_freed_memory, measure_latency,
                       peak_gflops, with_throughput)
 
@@ -41,8 +41,9 @@ def candidates(quick: bool = False) -> dict[str, Callable[..., nn.Module]]:
     """Name -> builder(in_channels=, out_channels=) of every model the benchmark runs."""
     models: dict[str, Callable[..., nn.Module]] = {"student (default)": default_student}
     if not quick:
-        models.update({f"MobileUNet-V2 w{w}": (lambda w=w, **kw: mobile_unet_v2(w, **kw))
-                       for w in (0.35, 0.75, 1.0)})
+        models.update({f"MobileUNet-V3-Small w{w}": (lambda w=w, **kw: mobile_unet_v3_small(w, **kw))
+                       for w in (0.5, 0.75)})
+        models["MobileUNet-V2 w0.5"] = lambda **kw: mobile_unet_v2(0.5, **kw)
     models["UNet teacher (base 32)"] = unet_teacher
     models["LRASPP-MobileNetV3-L"] = peers.lraspp_mobilenet_v3
     if not quick:

@@ -128,6 +128,7 @@ class MobileNetEncoder(nn.Module):
         import torchvision.models as tvm
 
         backbone = getattr(tvm, encoder)(weights=None, width_mult=float(width_mult))
+        short_training_batchnorm(backbone)
         if pretrained:
             backbone.load_state_dict(_imagenet_state_dict(encoder))
         self.name, self.width_mult, self.in_channels = encoder, float(width_mult), in_channels
@@ -145,6 +146,20 @@ class MobileNetEncoder(nn.Module):
             if i in self.taps:
                 feats.append(x)
         return feats                                       # strides 2, 4, 8, 16, 32
+
+
+def short_training_batchnorm(model: nn.Module, momentum: float = 0.1) -> nn.Module:
+    """Set every BatchNorm's running-statistics momentum to torch's default, 0.1.
+
+    torchvision's MobileNetV3 uses 0.01 (TensorFlow's 0.99 decay), made for
+    ImageNet runs of hundreds of thousands of steps. After the few hundred steps
+    of a CPU lesson its running statistics are still near their initial values,
+    and a model that trains well scores near zero in eval mode.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+    return model
 
 
 def _replace_stem(conv: nn.Conv2d, parent: nn.Sequential, in_channels: int, keep: bool) -> None:

@@ -14,16 +14,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .encoders import short_training_batchnorm
+
 
 class TorchvisionSegmentation(nn.Module):
     """A torchvision segmentation model that returns its ``"out"`` tensor, for any channel count.
 
     torchvision's models take RGB and return a dict; for ``in_channels != 3``
     the backbone's stem conv is replaced by one with that many input channels.
+    BatchNorm momentum is set to torch's default 0.1 (torchvision's 0.01 suits
+    long ImageNet runs, not a lesson's few hundred steps; see
+    ``encoders.short_training_batchnorm``). Neither changes the cost of a forward pass.
     """
 
     def __init__(self, model: nn.Module, in_channels: int = 3):
         super().__init__()
+        short_training_batchnorm(model)
         if in_channels != 3:
             stem = model.backbone["0"]
             old = stem[0]

@@ -79,7 +79,9 @@ def draw_unet(model: torch.nn.Module, input_shape: tuple[int, ...] = (1, 1, 256,
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, Rectangle
 
-    rows = _u_rows(model, input_shape)
+    from .profile import trace_u
+
+    rows = trace_u(model, input_shape)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     side0 = input_shape[-1]
     centres = []
@@ -113,31 +115,6 @@ def draw_unet(model: torch.nn.Module, input_shape: tuple[int, ...] = (1, 1, 256,
                  f"skips (dashed){output}", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def _u_rows(model: torch.nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
-    """``{"layer", "out_shape", "side"}`` for each box of the U, in the order data flows."""
-    from .profile import trace_shapes
-
-    encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
-    if encoder is None or not hasattr(decoder, "blocks"):      # the UNet of lessons 01-02
-        rows = [r for r in trace_shapes(model, torch.zeros(input_shape)) if r["layer"] != "outc"]
-        return [{**r, "side": "dec" if r["layer"].startswith("ups") else "enc"} for r in rows]
-    rows: list[dict] = []
-    hooks = [encoder.register_forward_hook(lambda m, i, feats: rows.extend(
-        {"layer": f"encoder {k}", "out_shape": tuple(f.shape), "side": "enc"} for k, f in enumerate(feats)))]
-    for k, block in enumerate(decoder.blocks):
-        hooks.append(block.register_forward_hook(lambda m, i, y, k=k: rows.append(
-            {"layer": f"decoder {k}", "out_shape": tuple(y.shape), "side": "dec"})))
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            out = model.eval()(torch.zeros(input_shape))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return rows + [{"layer": "output", "out_shape": tuple(out.shape), "side": "out"}]
 
 
 def plot_soft_targets(image, logits, temperatures: Sequence[float] = (1, 2, 4, 8), row: int | None = None,

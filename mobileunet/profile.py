@@ -53,6 +53,36 @@ def trace_shapes(model: nn.Module, x: torch.Tensor, depth: int = 1) -> list[dict
     return rows
 
 
+def trace_u(model: nn.Module, input_shape: Sequence[int]) -> list[dict]:
+    """The U's feature maps in the order data flows: rows of ``{"layer", "out_shape", "side"}``.
+
+    ``side`` is ``"enc"``, ``"dec"`` or ``"out"``. For a model with an
+    ``encoder`` (returning its skips) and a ``decoder`` of ``blocks``, such as
+    ``MobileUNet``, the rows are the encoder's skips, each decoder stage and the
+    output; for the UNet they are its blocks (``trace_shapes``). What
+    ``plotting.draw_unet`` draws.
+    """
+    encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
+    if encoder is None or not hasattr(decoder, "blocks"):      # the UNet of lessons 01-02
+        rows = [r for r in trace_shapes(model, torch.zeros(input_shape)) if r["layer"] != "outc"]
+        return [{**r, "side": "dec" if r["layer"].startswith("ups") else "enc"} for r in rows]
+    rows: list[dict] = []
+    hooks = [encoder.register_forward_hook(lambda m, i, feats: rows.extend(
+        {"layer": f"encoder {k}", "out_shape": tuple(f.shape), "side": "enc"} for k, f in enumerate(feats)))]
+    for k, block in enumerate(decoder.blocks):
+        hooks.append(block.register_forward_hook(lambda m, i, y, k=k: rows.append(
+            {"layer": f"decoder {k}", "out_shape": tuple(y.shape), "side": "dec"})))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(input_shape))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return rows + [{"layer": "output", "out_shape": tuple(out.shape), "side": "out"}]
+
+
 def _modules_at(module: nn.Module, depth: int, prefix: str = ""):
     """Submodules ``depth`` levels down; a ModuleList is not a level of its own,
     and a leaf above that depth stands for itself."""
@@ -89,8 +119,11 @@ def receptive_field(model: nn.Module, in_channels: int, size: int = 256) -> int:
 # --- cost: FLOPs, activation memory ------------------------------------------------------
 
 
-def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+def count_flops(model: nn.Module, x: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
     """FLOPs of one forward pass of ``model`` on ``x``, counted by torch's ``FlopCounterMode``.
+
+    ``x`` is the input, or a tuple of inputs for a module that takes several
+    (a decoder block takes ``(x, skip)``).
 
     A multiply-add counts as 2 FLOPs. Only matmuls and convolutions are
     counted (BatchNorm, activations, resizes and adds are left out: they are
@@ -100,7 +133,7 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with _eval(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
+        model(*x) if isinstance(x, tuple) else model(x)
     return int(counter.get_total_flops())
 
 

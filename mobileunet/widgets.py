@@ -18,11 +18,11 @@ from .models import MobileUNet
 from .profile import Table, count_flops, count_params, measure_latency
 
 DECODERS: dict[str, tuple[int, ...]] = {
-    "default (64, 24, 16, 16, 8)": (64, 24, 16, 16, 8),
-    "thin (32, 16, 8, 8, 8)": (32, 16, 8, 8, 8),
+    "default (64, 32, 24, 16, 8)": (64, 32, 24, 16, 8),
+    "thin (32, 16, 16, 8, 8)": (32, 16, 16, 8, 8),
     "wide (128, 48, 32, 32, 16)": (128, 48, 32, 32, 16),
-    "stops at stride 2 (64, 24, 16, 16)": (64, 24, 16, 16),
-    "stops at stride 8 (64, 24)": (64, 24),
+    "stops at stride 2 (64, 32, 24, 16)": (64, 32, 24, 16),
+    "stops at stride 8 (64, 32)": (64, 32),
 }
 """Decoder presets the explorer offers: one entry per stage, from stride 16 up."""
 
@@ -72,9 +72,9 @@ def architecture_explorer(in_channels: int = 3):
 
     from .plotting import draw_unet
 
-    encoder = W.Dropdown(options=ENCODERS, value="mobilenet_v2", description="encoder")
-    width = W.SelectionSlider(options=WIDTHS, value=0.5, description="width")
-    decoder = W.Dropdown(options=list(DECODERS), value="default (64, 24, 16, 16, 8)", description="decoder")
+    encoder = W.Dropdown(options=ENCODERS, value="mobilenet_v3_small", description="encoder")
+    width = W.SelectionSlider(options=WIDTHS, value=1.0, description="width")
+    decoder = W.Dropdown(options=list(DECODERS), value="default (64, 32, 24, 16, 8)", description="decoder")
     size = W.Dropdown(options=SIZES, value=256, description="input")
     timed = W.Checkbox(value=False, description="measure latency (eager, ~1 s)")
     out = W.Output()

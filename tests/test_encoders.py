@@ -77,3 +77,11 @@ def test_pretrained_offline_says_what_to_fetch_and_where(tmp_path, monkeypatch):
 def test_bad_encoder_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MobileNetEncoder(**kwargs)
+
+
+def test_batchnorm_momentum_suits_short_training():
+    from mobileunet.peers import lraspp_mobilenet_v3
+
+    for model in (MobileNetEncoder("mobilenet_v3_large"), lraspp_mobilenet_v3(1, 1)):
+        momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+        assert momenta == {0.1}
