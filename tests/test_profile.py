@@ -58,3 +58,16 @@ def test_latency_rejects_an_unknown_runtime():
 def test_peak_gflops_reports_both_kernels():
     peak = peak_gflops(threads=1, repeats=1)
     assert set(peak) == {"matmul", "conv3x3", "peak"} and peak["peak"] == max(peak["matmul"], peak["conv3x3"])
+
+
+def test_the_dynamo_exporter_path_round_trips():
+    from mobileunet.blocks import mobilenet_v3_block
+    from mobileunet.profile import onnx_bytes, ort_session
+
+    torch.manual_seed(0)
+    block = mobilenet_v3_block(8, 8, 16).eval()
+    x = torch.randn(1, 8, 12, 10)
+    session = ort_session(onnx_bytes(block, x, exporter="dynamo"))
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        assert float((torch.from_numpy(got) - block(x)).abs().max()) < 1e-5
