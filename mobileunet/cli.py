@@ -28,7 +28,7 @@ from pathlib import Path
 MANIFEST_VERSION = 1
 
 LOSSES = ("weighted_bce", "bce", "dice", "bce_dice")
-SOFT_LOSSES = ("kl", "logit_mse")
+SOFT_LOSSES = ("kl", "weighted_kl", "logit_mse")
 HINT_LOSSES = ("mse", "cosine")
 DTYPES = ("float32", "float16")
 
@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the soft-target loss, 0..1; the hard-label loss gets the rest")
     g.add_argument("--temperature", type=_positive_float, default=4.0, help="soft-target temperature T")
     g.add_argument("--soft-loss", choices=SOFT_LOSSES, default="kl",
-                   help="kl: T^2 * Bernoulli KL of softened probabilities; logit_mse: logit matching")
+                   help="kl: T^2 * Bernoulli KL of softened probabilities; weighted_kl: the same, "
+                        "pixels weighted by the border weight map; logit_mse: logit matching")
     g.add_argument("--hint", type=_hint, action="append", default=[], metavar="TEACHER:STUDENT",
                    help="a feature-hint pair of module names, e.g. ups.2:decoder.blocks.3 (repeatable)")
     g.add_argument("--hint-weight", type=_nonneg_float, default=None,
@@ -246,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         args.threads = torch.get_num_threads()
+        args.git = git_info()                  # the code the run starts from, not where it ends
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
@@ -266,7 +268,8 @@ def cmd_train(args) -> int:
 def cmd_distill(args) -> int:
     from .checkpoint import load_checkpoint, sha256
     from .data import CellsDataset
-    from .distill import DistillConfig, distill, hint_cosine, hint_mse, logit_mse, soft_target_kl
+    from .distill import (DistillConfig, distill, hint_cosine, hint_mse, logit_mse, soft_target_kl,
+                          weighted_soft_target_kl)
 
     hint_weight = args.hint_weight if args.hint_weight is not None else (1.0 if args.hint else 0.0)
     if hint_weight > 0 and not args.hint:
@@ -285,7 +288,8 @@ def cmd_distill(args) -> int:
     student = build_model(args.student, args.seed)
     cfg = DistillConfig(**_budget(args, desc=f"distill {args.student}"),
                         soft_weight=args.soft_weight, temperature=args.temperature,
-                        soft_loss={"kl": soft_target_kl, "logit_mse": logit_mse}[args.soft_loss],
+                        soft_loss={"kl": soft_target_kl, "weighted_kl": weighted_soft_target_kl,
+                                   "logit_mse": logit_mse}[args.soft_loss],
                         hints=tuple(args.hint), hint_weight=hint_weight,
                         hint_loss={"mse": hint_mse, "cosine": hint_cosine}[args.hint_loss])
     hist = distill(student, teacher, data["train"], data["val"], cfg, unlabelled=unlabelled)
@@ -400,7 +404,7 @@ def _finish(args, model, hist: dict, data: dict, model_info: dict) -> None:
         "package_version": __version__,
         "torch_version": torch.__version__,
         "python": platform.python_version(),
-        **git_info(),
+        **args.git,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if args.store_dtype != "float32":

@@ -38,8 +38,9 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from .data import border_weight_map
 from .train import TrainConfig, _unpack, fit, predict
 
-SoftLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
-"""``soft_loss(student_logits, teacher_logits, temperature) -> loss``."""
+SoftLoss = Callable[[torch.Tensor, torch.Tensor, float, torch.Tensor], torch.Tensor]
+"""``soft_loss(student_logits, teacher_logits, temperature, weight) -> loss``; ``weight`` is
+the batch's per-pixel weight map, which a loss may ignore (as ``losses.bce_loss`` does)."""
 HintLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``hint_loss(adapted_student_features, teacher_features) -> loss``."""
 
@@ -48,34 +49,55 @@ HintLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                   temperature: float) -> torch.Tensor:
+                   temperature: float, weight: torch.Tensor | None = None) -> torch.Tensor:
     """``T**2 * KL(Bern(sigmoid(t/T)) || Bern(sigmoid(s/T)))``, averaged over pixels.
 
-    Zero exactly when the student's logits equal the teacher's. Why ``T**2``:
-    the gradient with respect to a student logit is ``(p_s - p_t) / T``, and for
-    large T ``p_s - p_t ~ (z_s - z_t) / (4 T)``, so without the factor the soft
-    term's pull would fade as ``1 / T**2`` and changing T would silently
-    reweight it against the hard-label loss (Hinton et al. 2015, Sec. 2.1).
+    Every pixel counts the same (``weight`` is ignored; see
+    ``weighted_soft_target_kl``). Zero exactly when the student's logits equal
+    the teacher's. Why ``T**2``: the gradient with respect to a student logit
+    is ``(p_s - p_t) / T``, and for large T ``p_s - p_t ~ (z_s - z_t) / (4 T)``,
+    so without the factor the soft term's pull would fade as ``1 / T**2`` and
+    changing T would silently reweight it against the hard-label loss
+    (Hinton et al. 2015, Sec. 2.1).
 
     Example:
         >>> z = torch.randn(2, 1, 8, 8)
         >>> soft_target_kl(z, z, temperature=4.0).item()
         0.0
     """
+    return _kl(student_logits, teacher_logits, temperature).mean()
+
+
+def weighted_soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                            temperature: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``soft_target_kl`` with each pixel weighted by the border weight map.
+
+    The cells' hard-label loss (``losses.weighted_bce_loss``) spends its
+    attention on the narrow gaps between touching cells; a uniform soft term
+    dilutes that, and a student can then trade split cells for pixel IoU.
+    This weights the teacher's advice where the weight map says it matters.
+    """
+    if weight is None:
+        raise ValueError("weighted_soft_target_kl needs the weight map: pass the dataset's third tensor")
+    return (weight * _kl(student_logits, teacher_logits, temperature)).sum() / weight.sum()
+
+
+def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-pixel ``T**2`` times the Bernoulli KL from the softened teacher to the softened student."""
     _check_temperature(temperature)
     t = float(temperature)
     target = torch.sigmoid(teacher_logits / t)
     cross = F.binary_cross_entropy_with_logits(student_logits / t, target, reduction="none")
     entropy = F.binary_cross_entropy_with_logits(teacher_logits / t, target, reduction="none")
-    return t**2 * (cross - entropy).mean()
+    return t**2 * (cross - entropy)
 
 
 def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-              temperature: float = 1.0) -> torch.Tensor:
-    """Mean squared difference of the logits (Ba & Caruana 2014), ignoring ``temperature``.
+              temperature: float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared difference of the logits (Ba & Caruana 2014); ignores ``temperature`` and ``weight``.
 
     It is the high-temperature limit of ``soft_target_kl`` (which tends to
-    ``(z_s - z_t)**2 / 8``), kept as the alternative ``DistillConfig.soft_loss``.
+    ``(z_s - z_t)**2 / 8``), kept as an alternative ``DistillConfig.soft_loss``.
     """
     return F.mse_loss(student_logits, teacher_logits)
 
@@ -262,7 +284,7 @@ class DistillConfig(TrainConfig):
     Args (besides ``TrainConfig``'s; ``loss`` is the hard-label loss):
         soft_weight: share of the soft-target term, 0 (off) to 1 (soft targets only).
         temperature: T of the soft targets.
-        soft_loss: ``soft_target_kl`` (default) or ``logit_mse``.
+        soft_loss: ``soft_target_kl`` (default), ``weighted_soft_target_kl`` or ``logit_mse``.
         hints: ``(teacher_module, student_module)`` name pairs, e.g. ``CELLS_HINTS``.
         hint_weight: weight of the hint term (0 = off; needs ``hints``).
         hint_loss: ``hint_mse`` (default) or ``hint_cosine``.
@@ -360,7 +382,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_set: Dataset, val_set:
             with torch.no_grad(), FeatureTap(teacher, t_names, "teacher") as t_tap:
                 t_logits = teacher(image)
             if cfg.soft_weight > 0:
-                soft = cfg.soft_loss(logits, t_logits, cfg.temperature)
+                soft = cfg.soft_loss(logits, t_logits, cfg.temperature, weight)
                 loss = loss + cfg.soft_weight * soft
                 parts["soft"] = soft.item()
             if adapters is not None:

@@ -52,12 +52,13 @@ def test_evaluate_reproduces_the_manifest(teacher, capsys):
 def test_distill_writes_a_student_that_names_its_teacher(teacher, tmp_path):
     out = tmp_path / "student.pt"
     assert main(["distill", "--teacher", str(teacher), *TINY, "--soft-weight", "0.5",
-                 "--temperature", "2", "--hint", "ups.2:decoder.blocks.3", "--unlabelled", "4",
+                 "--temperature", "2", "--soft-loss", "weighted_kl", "--hint", "ups.2:decoder.blocks.3", "--unlabelled", "4",
                  "--out", str(out)]) == 0
     m = read_manifest(out)
     assert m["model"]["builder"] == "default_student"
     assert m["model"]["teacher"]["sha256"] == sha256(teacher)
     assert m["training"]["soft_weight"] == 0.5 and m["training"]["temperature"] == 2.0
+    assert m["training"]["soft_loss"] == "weighted_soft_target_kl"
     assert m["training"]["hints"] == [["ups.2", "decoder.blocks.3"]]
     assert m["training"]["hint_weight"] == 1.0 and m["training"]["teacher_labelled"] == 4
     assert m["data"]["unlabelled"]["n"] == 4

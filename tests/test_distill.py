@@ -5,7 +5,8 @@ from torch import nn
 
 from mobileunet import TrainConfig, UNet, cells_splits, set_seed, train, weighted_bce_loss
 from mobileunet.distill import (DistillConfig, FeatureTap, HintAdapters, TeacherLabelled, distill,
-                                hint_adapters, hint_cosine, hint_mse, logit_mse, soft_target_kl)
+                                hint_adapters, hint_cosine, hint_mse, logit_mse, soft_target_kl,
+                                weighted_soft_target_kl)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,18 @@ def test_t_squared_keeps_the_gradient_scale_independent_of_temperature():
     for T, g in grads.items():
         assert torch.allclose(g, limit, rtol=0.1, atol=1e-4), (T, g, limit)
     assert torch.allclose(grads[8.0], grads[16.0], rtol=0.05)
+
+
+def test_weighted_kd_loss_counts_pixels_by_the_weight_map():
+    s, t = torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 0.0]])      # they differ at pixel 0 only
+    assert weighted_soft_target_kl(s, t, 2.0, torch.ones(1, 2)).item() == pytest.approx(
+        soft_target_kl(s, t, 2.0).item())
+    only_first, only_second = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    assert weighted_soft_target_kl(s, t, 2.0, only_first).item() == pytest.approx(
+        2 * soft_target_kl(s, t, 2.0).item())
+    assert weighted_soft_target_kl(s, t, 2.0, only_second).item() == 0.0
+    with pytest.raises(ValueError, match="weight map"):
+        weighted_soft_target_kl(s, t, 2.0)
 
 
 def test_logit_mse_matches_logits_and_ignores_temperature():
