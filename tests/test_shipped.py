@@ -1,0 +1,44 @@
+"""The checkpoints the course ships: each reloads with ``weights_only=True``, is the file its
+manifest describes, and still scores what the manifest says on the validation split."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from mobileunet import CellsDataset, evaluate, load_checkpoint
+from mobileunet.checkpoint import sha256
+from mobileunet.cli import read_manifest
+
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+SHIPPED = ["unet_teacher_cells", "student_cells"]
+TOLERANCE = 0.005
+"""Scores may move this much (absolute) between machines and thread counts: float sums in
+another order flip a few pixels at the 0.5 threshold, and an instance-F1 match with them."""
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_reproduces_its_manifest(name):
+    path = CHECKPOINTS / f"{name}.pt"
+    manifest = read_manifest(path)
+    assert manifest is not None, f"{name}.json is missing beside {path}"
+    assert manifest["command"].startswith("python -m mobileunet ")
+    assert manifest["checkpoint"]["sha256"] == sha256(path), "the file is not the one the manifest describes"
+    assert path.stat().st_size <= 32e6
+    torch.load(path, weights_only=True)                  # plain tensors and numbers, no pickled code
+    model, meta = load_checkpoint(path)
+    assert meta["command"] == manifest["command"]
+    val = manifest["data"]["val"]
+    scores = evaluate(model, CellsDataset("val", val["n"], val["size"], val["seed"]))
+    for key in ("iou", "dice", "instance_f1"):
+        assert scores[key] == pytest.approx(manifest["metrics"][key], abs=TOLERANCE), key
+
+
+def test_the_shipped_student_is_the_default_student_distilled_from_the_shipped_teacher():
+    from mobileunet.models import default_student
+
+    student = read_manifest(CHECKPOINTS / "student_cells.pt")
+    assert student["command"].startswith("python -m mobileunet distill")
+    assert student["model"]["teacher"]["sha256"] == sha256(CHECKPOINTS / "unet_teacher_cells.pt")
+    assert student["model"]["config"] == default_student(in_channels=1, out_channels=1).config, (
+        "default_student() changed since student_cells.pt was distilled: re-run the command in "
+        "data/checkpoints/student_cells.json to ship a matching student")
