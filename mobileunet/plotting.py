@@ -181,3 +181,36 @@ def bar_chart(rows: Sequence[dict], value: str, label: str = "model", group: str
     ax.title.set_fontsize(10)
     fig.tight_layout()
     return fig
+
+
+def soft_targets_explorer(image, logits):
+    """A slider for the temperature that redraws ``plot_soft_targets`` at T = 1 and at T (lesson 05).
+
+    Needs a live kernel; ``plot_soft_targets`` is the static version. The figure
+    is an ``Image`` widget whose value is replaced on each change, so nothing
+    prints into an ``Output`` widget (which leaks into cell outputs under nbval
+    and breaks nbconvert runs that do not store widget state).
+    """
+    try:
+        import ipywidgets as W
+    except ImportError as err:
+        raise ImportError("the explorer needs ipywidgets: pip install 'mobileunet[course]', "
+                          "or use plot_soft_targets() for the static figure") from err
+    import io
+
+    import matplotlib.pyplot as plt
+
+    slider = W.FloatLogSlider(value=4.0, base=2, min=-1, max=4, step=0.25, description="T",
+                              continuous_update=False)
+    picture = W.Image(format="png", layout=W.Layout(max_width="760px"))
+
+    def update(*_):
+        fig = plot_soft_targets(image, logits, temperatures=(1, slider.value))
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
+        plt.close(fig)
+        picture.value = buffer.getvalue()
+
+    slider.observe(update, names="value")
+    update()
+    return W.VBox([slider, picture])

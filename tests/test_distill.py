@@ -185,3 +185,21 @@ def test_bad_distill_config(kwargs, err, match):
 def test_distill_rejects_a_train_config(data):
     with pytest.raises(TypeError, match="DistillConfig"):
         distill(UNet(base=4, depth=2), UNet(base=4, depth=2), *data, TrainConfig(steps=1))
+
+
+# --- the pictures of lesson 05 ----------------------------------------------------------------
+
+def test_soft_target_figure_and_explorer(data):
+    import matplotlib
+    matplotlib.use("Agg")
+    from mobileunet.plotting import plot_soft_targets, soft_targets_explorer
+
+    image, mask, _ = data[1][0]
+    z = (mask * 2 - 1) * 6
+    fig = plot_soft_targets(image, z, temperatures=(1, 4))
+    assert len(fig.axes) == 4                      # image, two temperatures, the row profile
+    panel = soft_targets_explorer(image, z)
+    slider, picture = panel.children
+    first = picture.value
+    slider.value = 8.0                             # moving the slider redraws the picture
+    assert picture.value[:4] == b"\x89PNG" and picture.value != first
