@@ -61,6 +61,7 @@ class BenchConfig:
     runtimes: tuple[str, ...] = ("eager", "onnxruntime")
     warmup: int = 3
     repeats: int = 12
+    max_seconds: float = 90.0          # per size and thread count: fewer rounds on a slow machine
     quick: bool = False
     in_channels: int = 3
     out_dir: str = "benchmarks/results"
@@ -112,7 +113,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         print(f"[bench] {size}x{size}: {len(models)} models x {cfg.runtimes} x threads {cfg.threads}",
               flush=True)
         table = measure_latency(models, tuple(x.shape), cfg.threads, cfg.runtimes,
-                                cfg.warmup, cfg.repeats)
+                                cfg.warmup, cfg.repeats, max_seconds=cfg.max_seconds)
         table = with_throughput(table, {k: f for k, (_, f) in cost.items()},
                                 {n: p["peak"] for n, p in peak.items()})
         rows += [{**r, "params": cost[r["model"]][0]} for r in table.rows]
@@ -140,7 +141,7 @@ def _rt(runtime: str) -> str:
 def full_table(result: dict) -> Table:
     """Every measurement: model, input, runtime, threads, ms, GFLOP/s and share of peak."""
     return Table([{"model": r["model"], "input": r["input"].split("x", 2)[-1], "runtime": _rt(r["runtime"]),
-                   "threads": r["threads"], "median ms": r["median_ms"], "IQR ms": r["iqr_ms"],
+                   "threads": r["threads"], "median ms": r["median_ms"], "IQR ms": r["iqr_ms"], "runs": r["runs"],
                    "GFLOP/s": r["gflop_per_s"], "% of peak": r["pct_of_peak"]}
                   for r in result["rows"]])
 
@@ -181,8 +182,9 @@ def write_results(result: dict, out_dir: str | Path, name: str) -> list[Path]:
     paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.png"]
     paths[0].write_text(json.dumps(result, indent=1) + "\n")
     parts = [f"# Model benchmark\n\nMachine: {machine_line(result)}\n\n"
-             f"Batch 1, fp32, random weights, median of {result['config']['repeats']} interleaved "
-             f"runs. `t` = threads; ORT = ONNX Runtime (CPU provider).\n"]
+             f"Batch 1, fp32, random weights, median of up to {result['config']['repeats']} interleaved "
+             f"runs (column `runs` below). `t` = threads; ORT = ONNX Runtime (CPU provider); "
+             f"eager = PyTorch, NCHW.\n"]
     for size in result["config"]["sizes"]:
         parts.append(f"\n## {size}x{size}\n\n{summary_table(result, size).to_markdown()}\n")
     ratios = student_ratios(result)
@@ -206,7 +208,7 @@ def plot_results(result: dict):
     sizes = result["config"]["sizes"]
     fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4), squeeze=False)
     style = {"onnxruntime": "o", "eager": "s"}
-    threads = max(result["config"]["threads"])
+    threads = min(result["config"]["threads"])    # one thread: the least disturbed by other load
     for ax, size in zip(axes[0], sizes):
         for rt, marker in style.items():
             rows = [r for r in result["rows"] if r["runtime"] == rt and r["threads"] == threads
@@ -214,7 +216,7 @@ def plot_results(result: dict):
             if not rows:
                 continue
             ax.scatter([r["gflops"] for r in rows], [r["median_ms"] for r in rows], marker=marker,
-                       label=f"{_rt(rt)}, {threads} threads")
+                       label=f"{_rt(rt)}, {threads} thread{'s' if threads > 1 else ''}")
             if rt == "onnxruntime":
                 for r in rows:
                     ax.annotate(r["model"], (r["gflops"], r["median_ms"]), fontsize=7,

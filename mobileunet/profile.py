@@ -263,7 +263,8 @@ RUNTIMES = ("eager", "eager-cl", "onnxruntime")
 
 def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
                     threads: Sequence[int] = (1,), runtimes: Sequence[str] = ("eager",),
-                    warmup: int = 3, repeats: int = 15, seed: int = 0) -> Table:
+                    warmup: int = 3, repeats: int = 15, seed: int = 0,
+                    max_seconds: float | None = None) -> Table:
     """Median wall time of one forward pass, models interleaved round-robin.
 
     Every (model, runtime) pair runs once per round, ``repeats`` rounds after
@@ -272,9 +273,13 @@ def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
     ``torch.set_num_threads``; ONNX Runtime gets a session per thread count
     (the model is exported once per input shape).
 
+    ``max_seconds`` caps each thread count's timed rounds: after at least 3
+    rounds, no new round starts once that much time has gone (a busy machine
+    can make a big model very slow). ``runs`` in each row says how many ran.
+
     Returns a ``Table`` with one row per (model, runtime, threads): ``model``,
     ``runtime``, ``threads``, ``input``, ``median_ms``, ``iqr_ms`` (spread of
-    the middle half) and ``min_ms``.
+    the middle half), ``min_ms`` and ``runs``.
     """
     for rt in runtimes:
         if rt not in RUNTIMES:
@@ -295,7 +300,10 @@ def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
                 for _ in range(warmup):
                     fn()
             times: dict = {key: [] for key in runners}
-            for _ in range(repeats):
+            start = time.perf_counter()
+            for round_ in range(repeats):
+                if max_seconds is not None and round_ >= 3 and time.perf_counter() - start > max_seconds:
+                    break
                 for key, fn in runners.items():
                     t0 = time.perf_counter()
                     fn()
@@ -304,7 +312,7 @@ def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
                 q1, med, q3 = np.percentile(ts, [25, 50, 75])
                 table.rows.append({"model": name, "runtime": rt, "threads": n, "input": shape,
                                    "median_ms": float(med), "iqr_ms": float(q3 - q1),
-                                   "min_ms": float(min(ts))})
+                                   "min_ms": float(min(ts)), "runs": len(ts)})
     finally:
         torch.set_num_threads(old_threads)
     return table
@@ -371,21 +379,31 @@ def ort_session(onnx_model: bytes | str | Path, threads: int = 1):
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
 
-def peak_gflops(threads: int = 1, repeats: int = 5) -> dict[str, float]:
-    """Measured fp32 GFLOP/s of the two kernels that come closest to the CPU's peak.
+def peak_gflops(threads: int = 1, repeats: int = 10) -> dict[str, float]:
+    """Measured fp32 GFLOP/s of the kernels that come closest to the CPU's peak.
 
     ``matmul``: a 1024^3 sgemm; ``conv3x3``: a dense 3x3 conv, 128 -> 128
-    channels on 64x64 (oneDNN). ``peak`` is the larger: the yardstick for
-    "achieved GFLOP/s as a share of peak". Best of ``repeats`` runs.
+    channels on 64x64, in eager torch (oneDNN); ``conv3x3_ort``: the same conv
+    in ONNX Runtime, when it is installed. ``peak`` is the largest: the
+    yardstick for "achieved GFLOP/s as a share of peak". Best of ``repeats``
+    runs; on a busy machine every number comes out lower.
     """
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
+    conv_flops = 2 * 9 * 128 * 128 * 64 * 64
     try:
         a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
         conv = nn.Conv2d(128, 128, 3, padding=1, bias=False).eval()
         x = torch.randn(1, 128, 64, 64)
         out = {"matmul": 2 * 1024**3 / _best(lambda: a @ b, repeats),
-               "conv3x3": 2 * 9 * 128 * 128 * 64 * 64 / _best(lambda: conv(x), repeats)}
+               "conv3x3": conv_flops / _best(lambda: conv(x), repeats)}
+        try:
+            session = ort_session(onnx_bytes(conv, x), threads)
+        except ImportError:
+            session = None
+        if session is not None:
+            feed = {session.get_inputs()[0].name: x.numpy()}
+            out["conv3x3_ort"] = conv_flops / _best(lambda: session.run(None, feed), repeats)
     finally:
         torch.set_num_threads(old)
     out = {k: v / 1e9 for k, v in out.items()}

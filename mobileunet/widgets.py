@@ -60,14 +60,18 @@ def architecture_table(choices: Sequence[dict], size: int = 256, in_channels: in
 def architecture_explorer(in_channels: int = 3):
     """An ipywidgets panel to try MobileUNet designs; needs a live kernel.
 
-    Returns the widget; display it as a cell's last line.
+    Returns the widget; display it as a cell's last line. The table and the
+    picture are ``HTML`` and ``Image`` widgets whose values are replaced on each
+    change, so nothing is printed into an ``Output`` widget (which leaks into
+    cell outputs under nbval and breaks nbconvert without widget state).
     """
     try:
         import ipywidgets as W
-        from IPython.display import display
     except ImportError as err:
         raise ImportError("the explorer needs ipywidgets: pip install 'mobileunet[course]', "
                           "or use architecture_table() for the static version") from err
+    import io
+
     import matplotlib.pyplot as plt
 
     from .plotting import draw_unet
@@ -77,20 +81,36 @@ def architecture_explorer(in_channels: int = 3):
     decoder = W.Dropdown(options=list(DECODERS), value="default (64, 32, 24, 16, 8)", description="decoder")
     size = W.Dropdown(options=SIZES, value=256, description="input")
     timed = W.Checkbox(value=False, description="measure latency (eager, ~1 s)")
-    out = W.Output()
+    table = W.HTML()
+    picture = W.Image(format="png", layout=W.Layout(max_width="720px"))
 
     def update(*_):
-        with out:
-            out.clear_output(wait=True)
-            row = architecture_row(encoder.value, width.value, DECODERS[decoder.value], size.value,
-                                   in_channels, latency=timed.value)
-            display(Table([row]))
-            model = MobileUNet(encoder.value, width.value, DECODERS[decoder.value], in_channels)
-            fig = draw_unet(model, (1, in_channels, size.value, size.value))
-            display(fig)
-            plt.close(fig)
+        row = architecture_row(encoder.value, width.value, DECODERS[decoder.value], size.value,
+                               in_channels, latency=timed.value)
+        table.value = _html_table([row])
+        model = MobileUNet(encoder.value, width.value, DECODERS[decoder.value], in_channels)
+        fig = draw_unet(model, (1, in_channels, size.value, size.value))
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
+        plt.close(fig)
+        picture.value = buffer.getvalue()
 
     for w in (encoder, width, decoder, size, timed):
         w.observe(update, names="value")
     update()
-    return W.VBox([W.HBox([encoder, width]), W.HBox([decoder, size]), timed, out])
+    return W.VBox([W.HBox([encoder, width]), W.HBox([decoder, size]), timed, table, picture])
+
+
+def _html_table(rows: Sequence[dict]) -> str:
+    from html import escape
+
+    head = "".join(f"<th style='padding:2px 8px'>{escape(str(k))}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td style='padding:2px 8px'>{escape(_cell(v))}</td>" for v in r.values())
+                   + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(v) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)

@@ -14,7 +14,7 @@ def fake_result():
         for threads in (1, 2):
             for rt in ("eager", "onnxruntime"):
                 rows.append({"model": model, "runtime": rt, "threads": threads, "input": "1x3x256x256",
-                             "median_ms": ms / threads, "iqr_ms": 0.1, "min_ms": ms / threads,
+                             "median_ms": ms / threads, "iqr_ms": 0.1, "min_ms": ms / threads, "runs": 3,
                              "params": params, "gflops": gflops, "gflop_per_s": gflops / ms * 1e3,
                              "pct_of_peak": 10.0})
     machine = {"cpu": "Test CPU", "cores": 2, "torch": "x", "date": "today", "bench_seconds": 1.0}
