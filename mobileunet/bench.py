@@ -31,6 +31,9 @@ from .profile import (Table, count_flops, count_params, keep_freed_memory, measu
                       peak_gflops, with_throughput)
 
 
+STUDENT = "default student (V3-Small w1.0)"
+
+
 def _smp_available() -> bool:
     import importlib.util
 
@@ -39,7 +42,7 @@ def _smp_available() -> bool:
 
 def candidates(quick: bool = False) -> dict[str, Callable[..., nn.Module]]:
     """Name -> builder(in_channels=, out_channels=) of every model the benchmark runs."""
-    models: dict[str, Callable[..., nn.Module]] = {"student (default)": default_student}
+    models: dict[str, Callable[..., nn.Module]] = {STUDENT: default_student}
     if not quick:
         models.update({f"MobileUNet-V3-Small w{w}": (lambda w=w, **kw: mobile_unet_v3_small(w, **kw))
                        for w in (0.5, 0.75)})
@@ -83,7 +86,16 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    simd = [f for f in ("avx512f", "avx512_vnni", "avx2", "fma", "neon", "asimd") if f in flags]
+    info = {"cpu": cpu, "cpu_simd": simd, "cores": os.cpu_count(), "machine": platform.machine(),
             "python": platform.python_version(), "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d %H:%M %Z")}
     for mod in ("torchvision", "onnxruntime", "onnx", "segmentation_models_pytorch"):
@@ -150,7 +162,8 @@ def machine_line(result: dict) -> str:
     m = result["machine"]
     peak = ", ".join(f"{n} thread{'s' if int(n) > 1 else ''}: {p['peak']:.0f}"
                      for n, p in result["peak_gflops"].items())
-    return (f"{m['cpu']}, {m['cores']} cores; torch {m['torch']}, onnxruntime {m.get('onnxruntime', '-')}, "
+    simd = "/".join(m.get("cpu_simd", [])) or "?"
+    return (f"{m['cpu']} ({simd}), {m['cores']} cores; torch {m['torch']}, onnxruntime {m.get('onnxruntime', '-')}, "
             f"torchvision {m.get('torchvision', '-')}; measured fp32 peak GFLOP/s ({peak}); "
             f"load average {m.get('load_avg_start')} -> {m.get('load_avg_end')}; {m['date']}; "
             f"{m['bench_seconds']:.0f} s")
@@ -165,7 +178,7 @@ def student_ratios(result: dict, size: int = 256, runtime: str = "onnxruntime") 
                 return r
     out = []
     for threads in result["config"]["threads"]:
-        s = pick("student (default)", threads)
+        s = pick(STUDENT, threads)
         for other in ("UNet teacher (base 32)", "smp Unet-MobileNetV2"):
             o = pick(other, threads)
             if s and o:

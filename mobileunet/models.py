@@ -102,7 +102,7 @@ MODELS: dict[str, type[nn.Module]] = {"UNet": UNet}
 
 from .blocks import make_divisible  # noqa: E402
 from .decoders import MobileDecoder  # noqa: E402
-from .encoders import ENCODERS, MobileNetEncoder  # noqa: E402
+from .encoders import MobileNetEncoder  # noqa: E402
 
 
 class MobileUNet(nn.Module):

@@ -8,7 +8,7 @@ from mobileunet import bench
 
 def fake_result():
     rows = []
-    for model, params, gflops, ms in [("student (default)", 5e5, 0.4, 5.0),
+    for model, params, gflops, ms in [(bench.STUDENT, 5e5, 0.4, 5.0),
                                       ("UNet teacher (base 32)", 7.8e6, 24.0, 100.0),
                                       ("smp Unet-MobileNetV2", 6.6e6, 6.7, 20.0)]:
         for threads in (1, 2):
@@ -25,7 +25,7 @@ def fake_result():
 def test_summary_and_ratios():
     result = fake_result()
     table = bench.summary_table(result, 256)
-    assert [r["model"] for r in table.rows] == ["student (default)", "UNet teacher (base 32)",
+    assert [r["model"] for r in table.rows] == [bench.STUDENT, "UNet teacher (base 32)",
                                                 "smp Unet-MobileNetV2"]
     assert set(table.rows[0]) >= {"params (M)", "GFLOPs", "ORT 1t ms", "eager 2t ms"}
     ratios = bench.student_ratios(result)
@@ -43,7 +43,7 @@ def test_write_results(tmp_path):
 
 def test_candidates_need_no_download():
     names = bench.candidates(quick=True)
-    assert "student (default)" in names and "UNet teacher (base 32)" in names
+    assert bench.STUDENT in names and "UNet teacher (base 32)" in names
     assert len(bench.candidates(quick=False)) > len(names)
 
 
