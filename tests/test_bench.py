@@ -38,7 +38,7 @@ def test_write_results(tmp_path):
     assert [p.name for p in paths] == ["t.json", "t.md", "t.png"]
     assert json.loads(paths[0].read_text())["machine"]["cpu"] == "Test CPU"
     md = paths[1].read_text()
-    assert "Test CPU" in md and "## 256x256" in md and "| student (default)" in md
+    assert "Test CPU" in md and "## 256x256" in md and f"| {bench.STUDENT}" in md
 
 
 def test_candidates_need_no_download():
