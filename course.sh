@@ -5,6 +5,8 @@
 #   bash course.sh test           create .venv if needed, run every test (package + nbval, FAST)
 #   bash course.sh test-one NB    nbval on one notebook, FAST mode
 #   bash course.sh outputs [NB..] re-run notebooks in full mode and store their outputs
+#   bash course.sh browser        lessons 01 and 04 in JupyterLab in headless Chromium (installs
+#                                 Debian's chromium with apt and playwright into .venv if missing)
 #
 # MOBILEUNET_TORCH_INDEX=URL picks where torch comes from (a CPU-only index
 # keeps a laptop install near 1 GB: see README).
@@ -55,6 +57,19 @@ case "$cmd" in
         MOBILEUNET_FAST=1 exec "$PY" -m pytest --nbval-lax --nbval-current-env \
             --nbval-cell-timeout=600 "$@"
         ;;
+    browser)
+        ensure_env
+        if [ ! -x "${MOBILEUNET_CHROMIUM:-/usr/bin/chromium}" ]; then
+            echo "[course] installing Debian's chromium (apt)"
+            SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+            { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null; } || {
+                echo "[course] could not install chromium: install it, or set MOBILEUNET_CHROMIUM=/path/to/chromium" >&2
+                exit 1; }
+        fi
+        "$PY" -c "import playwright" 2>/dev/null || "$PY" -m pip install -q -e ".[browser]"
+        # playwright drives the system chromium: no `playwright install` download.
+        MOBILEUNET_BROWSER=1 exec "$PY" -m pytest -m browser -p no:xdist -s tests/browser "$@"
+        ;;
     outputs)
         ensure_env
         notebooks=("$@")
@@ -70,6 +85,6 @@ case "$cmd" in
         done
         ;;
     *)
-        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
         ;;
 esac

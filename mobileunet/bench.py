@@ -3,7 +3,10 @@
 ``python -m mobileunet bench`` (or ``python benchmarks/bench_models.py``)
 measures every model at each input size, batch 1, fp32, at each thread count,
 in eager torch and ONNX Runtime, models interleaved round-robin (see
-``profile.measure_latency``). Each row carries parameters, FLOPs, the median
+``profile.measure_latency``). The default student also runs exported
+(``export.py``, lesson 07): ExecuTorch/XNNPACK fp32 and int8 and ONNX Runtime
+int8, in the same rounds; lowering it costs tens of seconds per size. Each
+row carries parameters, FLOPs, the median
 latency and the achieved GFLOP/s, also as a share of this machine's measured
 peak. Results go to ``benchmarks/results/`` as JSON, a markdown table and a
 plot, with the machine described beside them.
@@ -32,6 +35,8 @@ from .profile import (Table, count_flops, count_params, keep_freed_memory, measu
 
 
 STUDENT = "default student (V3-Small w1.0)"
+EXPORTED = ("executorch", "executorch-int8", "onnxruntime-int8")
+"""The student's exported runtimes: ExecuTorch XNNPACK fp32 and int8 (PT2E), ONNX Runtime int8 (QDQ)."""
 
 
 def _smp_available() -> bool:
@@ -62,6 +67,7 @@ class BenchConfig:
     sizes: tuple[int, ...] = (256, 512)
     threads: tuple[int, ...] = (1, 2)
     runtimes: tuple[str, ...] = ("eager", "onnxruntime")
+    exported: tuple[str, ...] = EXPORTED     # the student's exported runtimes; () skips them
     warmup: int = 3
     repeats: int = 12
     max_seconds: float = 90.0          # per size and thread count: fewer rounds on a slow machine
@@ -124,8 +130,9 @@ def run_bench(cfg: BenchConfig) -> dict:
         cost = {name: (count_params(m), count_flops(m, x)) for name, m in models.items()}
         print(f"[bench] {size}x{size}: {len(models)} models x {cfg.runtimes} x threads {cfg.threads}",
               flush=True)
+        extra = exported_runners(models[STUDENT], size, cfg.exported, machine)
         table = measure_latency(models, tuple(x.shape), cfg.threads, cfg.runtimes,
-                                cfg.warmup, cfg.repeats, max_seconds=cfg.max_seconds)
+                                cfg.warmup, cfg.repeats, max_seconds=cfg.max_seconds, extra=extra)
         table = with_throughput(table, {k: f for k, (_, f) in cost.items()},
                                 {n: p["peak"] for n, p in peak.items()})
         rows += [{**r, "params": cost[r["model"]][0]} for r in table.rows]
@@ -133,6 +140,33 @@ def run_bench(cfg: BenchConfig) -> dict:
         machine["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     machine["bench_seconds"] = round(time.perf_counter() - start, 1)
     return {"machine": machine, "config": asdict(cfg), "peak_gflops": peak, "rows": rows}
+
+
+def exported_runners(model: nn.Module, size: int, runtimes: tuple[str, ...], machine: dict) -> dict:
+    """``{(STUDENT, runtime): make(threads)}`` for ``measure_latency(extra=...)``: the student exported
+    at ``size`` (int8 calibrated on photos); ``{}`` and a note in ``machine`` when export is unavailable."""
+    import tempfile
+
+    from . import export as ex
+
+    if not runtimes:
+        return {}
+    spec = {"executorch": ("pte", False), "executorch-int8": ("pte", True), "onnxruntime-int8": ("onnx", True)}
+    folder = Path(tempfile.mkdtemp(prefix="bench-export-"))
+    x = torch.rand(1, model.in_channels, size, size, generator=torch.Generator().manual_seed(0))
+    out = {}
+    try:
+        calibration = ex.calibration_frames(model, size, n=8)
+        for rt in runtimes:
+            fmt, int8 = spec[rt]
+            e = ex.export(model, folder / f"{rt}-{size}.{fmt}", fmt, int8=int8, size=size, calibration=calibration)
+            machine.setdefault("export_seconds", {})[f"{rt} {size}"] = round(e.seconds, 1)
+            out[(STUDENT, rt)] = ex.timed(e.path, x)
+    except ImportError as err:
+        machine["exported_skipped"] = str(err)
+        print(f"[bench] exported runtimes skipped: {err}", flush=True)
+        return {}
+    return out
 
 
 def summary_table(result: dict, size: int = 256) -> Table:
@@ -147,7 +181,8 @@ def summary_table(result: dict, size: int = 256) -> Table:
 
 
 def _rt(runtime: str) -> str:
-    return {"onnxruntime": "ORT"}.get(runtime, runtime)
+    return {"onnxruntime": "ORT", "onnxruntime-int8": "ORT int8", "executorch": "ET fp32",
+            "executorch-int8": "ET int8"}.get(runtime, runtime)
 
 
 def full_table(result: dict) -> Table:
@@ -188,6 +223,20 @@ def student_ratios(result: dict, size: int = 256, runtime: str = "onnxruntime") 
     return out
 
 
+def export_ratios(result: dict) -> list[dict]:
+    """The student's int8 against fp32 in each runtime, per size and thread count (lesson 07's target:
+    ExecuTorch int8 at least 1.8x as fast as ExecuTorch fp32 at 1 thread)."""
+    ms = {(r["input"].split("x", 2)[-1], r["threads"], r["runtime"]): r["median_ms"]
+          for r in result["rows"] if r["model"] == STUDENT}
+    out = []
+    for (size, threads, rt), t in ms.items():
+        fp32 = {"executorch-int8": "executorch", "onnxruntime-int8": "onnxruntime"}.get(rt)
+        if fp32 and (size, threads, fp32) in ms:
+            out.append({"input": size, "threads": threads, "runtime": _rt(fp32), "fp32 ms": ms[size, threads, fp32],
+                        "int8 ms": t, "int8 speed-up x": ms[size, threads, fp32] / t})
+    return out
+
+
 def write_results(result: dict, out_dir: str | Path, name: str) -> list[Path]:
     """``NAME.json``, ``NAME.md`` (summary per size, then every row) and ``NAME.png``."""
     out = Path(out_dir)
@@ -197,12 +246,16 @@ def write_results(result: dict, out_dir: str | Path, name: str) -> list[Path]:
     parts = [f"# Model benchmark\n\nMachine: {machine_line(result)}\n\n"
              f"Batch 1, fp32, random weights, median of up to {result['config']['repeats']} interleaved "
              f"runs (column `runs` below). `t` = threads; ORT = ONNX Runtime (CPU provider); "
-             f"eager = PyTorch, NCHW.\n"]
+             f"eager = PyTorch, NCHW; ET = ExecuTorch with XNNPACK (default student only; int8 = PT2E, "
+             f"ORT int8 = static QDQ, both calibrated on photos).\n"]
     for size in result["config"]["sizes"]:
         parts.append(f"\n## {size}x{size}\n\n{summary_table(result, size).to_markdown()}\n")
     ratios = student_ratios(result)
     if ratios:
         parts.append(f"\n## The default student, 256x256, ONNX Runtime\n\n{Table(ratios).to_markdown()}\n")
+    quant = export_ratios(result)
+    if quant:
+        parts.append(f"\n## The default student exported: int8 against fp32\n\n{Table(quant).to_markdown()}\n")
     parts.append(f"\n## Every measurement\n\n{full_table(result).to_markdown()}\n")
     paths[1].write_text("".join(parts))
     fig = plot_results(result)
@@ -220,7 +273,8 @@ def plot_results(result: dict):
 
     sizes = result["config"]["sizes"]
     fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4), squeeze=False)
-    style = {"onnxruntime": "o", "eager": "s"}
+    style = {"onnxruntime": "o", "eager": "s", "executorch": "^", "executorch-int8": "v",
+             "onnxruntime-int8": "D"}
     threads = min(result["config"]["threads"])    # one thread: the least disturbed by other load
     for ax, size in zip(axes[0], sizes):
         for rt, marker in style.items():
@@ -245,6 +299,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="one size, fewer models and repeats")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the results")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per model (default 12, quick 6)")
+    parser.add_argument("--no-export", action="store_true",
+                        help="skip the student's exported runtimes (ExecuTorch fp32/int8, ORT int8)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -252,6 +308,8 @@ def run(args: argparse.Namespace) -> int:
     cfg.out_dir = args.out
     if args.repeats:
         cfg.repeats = args.repeats
+    if getattr(args, "no_export", False):
+        cfg.exported = ()
     result = run_bench(cfg)
     paths = write_results(result, cfg.out_dir, cfg.name)
     print(machine_line(result))

@@ -1,4 +1,4 @@
-"""The command line: ``python -m mobileunet {train,distill,evaluate,bench} ...``.
+"""The command line: ``python -m mobileunet {train,distill,evaluate,bench,export} ...``.
 
 The notebooks' heavy runs, runnable from a terminal. ``train`` and
 ``distill`` write a checkpoint (``checkpoint.save_checkpoint``) and, beside
@@ -12,6 +12,7 @@ Examples:
     python -m mobileunet distill --teacher data/checkpoints/unet_teacher_cells.pt \\
         --soft-weight 0.5 --hint ups.2:decoder.blocks.3 --hint-weight 1 --out runs/student.pt
     python -m mobileunet evaluate data/checkpoints/student_cells.pt
+    python -m mobileunet export data/checkpoints/student_cells.pt --format pte --int8 --out student.pte
 """
 from __future__ import annotations
 
@@ -205,9 +206,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 MODULE_COMMANDS = {
     "bench": ("bench", "measure the student beside its teacher and peers (benchmarks/)"),
+    "effect": ("effect_distill", "distil the cartoon effect into a MobileNet UNet (lesson 06)"),
+    "export": ("export", "write a checkpoint as ONNX or ExecuTorch .pte (fp32/int8), check parity"),
 }
 """Commands that live in a module of their own, which gives ``add_arguments(parser)`` and
-``run(args) -> exit status``: ``name: (module, help)``. Lesson 07 adds ``export`` here."""
+``run(args) -> exit status``: ``name: (module, help)``."""
 
 
 def _add_module_commands(sub) -> None:
@@ -308,9 +311,7 @@ def cmd_evaluate(args) -> int:
     model, _ = load_checkpoint(args.checkpoint)
     manifest = read_manifest(args.checkpoint)
     val = (manifest or {}).get("data", {}).get("val", {})
-    n = args.n_val or val.get("n", 60)
-    size = args.size or val.get("size", 128)
-    seed = args.data_seed if args.data_seed is not None else val.get("seed", 0)
+    n, size, seed = validation_split(manifest, args.n_val, args.size, args.data_seed)
     scores = evaluate(model, CellsDataset("val", n, size, seed))
     same_split = manifest is not None and (n, size, seed) == (val.get("n"), val.get("size"), val.get("seed"))
     out = {"checkpoint": str(args.checkpoint), "params": count_params(model),
@@ -332,6 +333,14 @@ def cmd_evaluate(args) -> int:
 
 
 # --- shared pieces -------------------------------------------------------------------------------
+
+
+def validation_split(manifest: dict | None, n: int | None = None, size: int | None = None,
+                     seed: int | None = None) -> tuple[int, int, int]:
+    """``(n, size, seed)`` of the cells validation split: what is given, else the manifest's, else 60, 128, 0."""
+    val = (manifest or {}).get("data", {}).get("val", {})
+    return (n or val.get("n", 60), size or val.get("size", 128),
+            seed if seed is not None else val.get("seed", 0))
 
 
 def _shipped(name: str) -> Path:

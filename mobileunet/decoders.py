@@ -35,13 +35,15 @@ class DecoderBlock(nn.Module):
                  norm: Layer = nn.BatchNorm2d, act: Layer = nn.ReLU6):
         super().__init__()
         self.in_ch, self.skip_ch, self.out_ch = in_ch, skip_ch, out_ch
+        self.mode = "bilinear"          # lesson 07 sets "nearest" to show what XNNPACK leaves out
         self.block = InvertedResidual(in_ch + skip_ch, out_ch, hidden_ch=out_ch * expand,
                                       norm=norm, act=act)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None,
                 size: tuple[int, int] | None = None) -> torch.Tensor:
         size = tuple(skip.shape[-2:]) if skip is not None else size
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # (B, in, H, W)
+        x = F.interpolate(x, size=size, mode=self.mode,
+                          align_corners=False if self.mode == "bilinear" else None)   # (B, in, H, W)
         if skip is not None:
             x = torch.cat([x, skip], dim=1)                                    # (B, in+skip, H, W)
         return self.block(x)                                                   # (B, out, H, W)

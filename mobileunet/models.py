@@ -221,3 +221,51 @@ def default_student(in_channels: int = 3, out_channels: int = 1) -> MobileUNet:
 
 
 MODELS["MobileUNet"] = MobileUNet
+
+
+# --- the effect student (lesson 06) -------------------------------------------------------------
+
+
+class EffectStudent(MobileUNet):
+    """A MobileUNet that outputs an RGB image: ``sigmoid(logit(x) + net(x))`` or ``sigmoid(net(x))``.
+
+    With ``residual=True`` the network predicts a change to the input, in logit
+    space: at initialisation (a near-zero output) the student already returns
+    its input, and an effect that keeps most colours only has to learn what it
+    changes (residual learning, as in VDSR, Kim et al. 2016). Adding in logit
+    space and squashing with a sigmoid keeps every output in (0, 1) with a
+    gradient everywhere, where a clamp would stop learning at 0 and 1. The input
+    reaches the full-resolution output only through this path: MobileNet
+    encoders stride at their first layer. Same arguments as ``MobileUNet``;
+    ``out_channels`` must equal ``in_channels``.
+
+    Example:
+        >>> EffectStudent(residual=True)(torch.full((1, 3, 64, 64), 0.5)).shape
+        torch.Size([1, 3, 64, 64])
+    """
+
+    def __init__(self, encoder: str = "mobilenet_v3_small", width_mult: float = 1.0,
+                 decoder_channels: tuple[int, ...] = (64, 32, 24, 16, 8), in_channels: int = 3,
+                 out_channels: int = 3, expand: int = 4, pretrained: bool = False, residual: bool = True):
+        if out_channels != in_channels:
+            raise ValueError(f"out_channels={out_channels} != in_channels={in_channels}: an effect "
+                             f"maps an image to an image of the same channels")
+        if not isinstance(residual, bool):
+            raise TypeError(f"residual={residual!r}: give True or False")
+        super().__init__(encoder, width_mult, decoder_channels, in_channels, out_channels, expand, pretrained)
+        self.residual = residual
+        self._config["residual"] = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)                                        # (B, 3, H, W)
+        if self.residual:
+            y = y + torch.logit(x.clamp(1e-3, 1 - 1e-3))
+        return torch.sigmoid(y)                                       # (B, 3, H, W) in (0, 1)
+
+
+def effect_student(residual: bool = True) -> EffectStudent:
+    """``default_student``'s layout (MobileNetV3-Small, decoder (64, 32, 24, 16, 8)) as an RGB effect student."""
+    return EffectStudent("mobilenet_v3_small", 1.0, (64, 32, 24, 16, 8), 3, 3, residual=residual)
+
+
+MODELS["EffectStudent"] = EffectStudent

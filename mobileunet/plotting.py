@@ -26,7 +26,8 @@ def show_grid(rows: Sequence[Sequence], titles: Sequence[str] | None = None,
               size: float = 1.6, cmaps: Sequence[str] | None = None):
     """A grid of images: ``rows[i][j]`` is one panel; ``titles`` label the columns.
 
-    Tensors in CHW or HW and arrays in HWC or HW are all accepted.
+    Tensors in CHW or HW and arrays in HWC or HW are all accepted. Masks (only 0s and 1s)
+    are drawn on a fixed 0-1 scale, so an all-ones mask shows white, not black.
     """
     import matplotlib.pyplot as plt
 
@@ -40,7 +41,9 @@ def show_grid(rows: Sequence[Sequence], titles: Sequence[str] | None = None,
                 continue
             img = _np(row[j])
             cmap = cmaps[j] if cmaps else "gray"
-            ax.imshow(img, cmap=None if img.ndim == 3 else cmap)
+            is_mask = img.ndim == 2 and np.isin(img, (0, 1)).all()
+            ax.imshow(img, cmap=None if img.ndim == 3 else cmap,
+                      **({"vmin": 0, "vmax": 1} if is_mask else {}))
             if titles and i == 0:
                 ax.set_title(titles[j], fontsize=9)
     fig.tight_layout()
@@ -214,3 +217,22 @@ def soft_targets_explorer(image, logits):
     slider.observe(update, names="value")
     update()
     return W.VBox([slider, picture])
+
+
+def wipe_image(left, right, position: float = 0.5, line: float = 1.0) -> np.ndarray:
+    """Two images of one scene joined at a vertical wipe: ``left`` up to ``position`` (0..1), ``right`` after.
+
+    A one-pixel line of value ``line`` marks the seam. Both are CHW tensors or
+    HWC arrays of the same size; returns an HWC array (lesson 06's comparison).
+    """
+    a, b = _np(left), _np(right)
+    if a.shape != b.shape:
+        raise ValueError(f"the two images differ in shape: {a.shape} vs {b.shape}")
+    if not 0.0 <= position <= 1.0:
+        raise ValueError(f"position={position!r}: a fraction of the width, 0..1")
+    out = b.copy()
+    x = int(round(position * a.shape[1]))
+    out[:, :x] = a[:, :x]
+    if 0 < x < a.shape[1]:
+        out[:, x] = line
+    return out

@@ -264,7 +264,7 @@ RUNTIMES = ("eager", "eager-cl", "onnxruntime")
 def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
                     threads: Sequence[int] = (1,), runtimes: Sequence[str] = ("eager",),
                     warmup: int = 3, repeats: int = 15, seed: int = 0,
-                    max_seconds: float | None = None) -> Table:
+                    max_seconds: float | None = None, extra: dict | None = None) -> Table:
     """Median wall time of one forward pass, models interleaved round-robin.
 
     Every (model, runtime) pair runs once per round, ``repeats`` rounds after
@@ -280,6 +280,10 @@ def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
     Returns a ``Table`` with one row per (model, runtime, threads): ``model``,
     ``runtime``, ``threads``, ``input``, ``median_ms``, ``iqr_ms`` (spread of
     the middle half), ``min_ms`` and ``runs``.
+
+    ``extra`` adds runners timed in the same rounds: ``{(model, runtime): make}``
+    where ``make(threads)`` returns a no-argument callable, e.g. an exported
+    artefact from ``export.timed`` (lesson 07).
     """
     for rt in runtimes:
         if rt not in RUNTIMES:
@@ -296,6 +300,7 @@ def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
             torch.set_num_threads(n)
             runners = {(name, rt): _runner(m, x, rt, n, onnx.get(name))
                        for name, m in models.items() for rt in runtimes}
+            runners.update({key: make(n) for key, make in (extra or {}).items()})
             for fn in runners.values():
                 for _ in range(warmup):
                     fn()

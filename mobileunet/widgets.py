@@ -114,3 +114,39 @@ def _cell(v) -> str:
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return str(v)
+
+
+def wipe_explorer(left, right, labels: tuple[str, str] = ("teacher", "student"), scale: int = 2):
+    """A slider that wipes between two images of one scene (lesson 06); needs a live kernel.
+
+    ``plotting.wipe_image`` is the static version. The picture is an ``Image``
+    widget whose PNG is replaced on each move (nearest-neighbour enlarged
+    ``scale`` times), so nothing prints into an ``Output`` widget.
+    """
+    try:
+        import ipywidgets as W
+    except ImportError as err:
+        raise ImportError("the wipe needs ipywidgets: pip install 'mobileunet[course]', "
+                          "or use plotting.wipe_image() for the static version") from err
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from .plotting import wipe_image
+
+    slider = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, readout_format=".0%",
+                           description=f"{labels[0]} | {labels[1]}",
+                           style={"description_width": "initial"}, layout=W.Layout(width="420px"))
+    picture = W.Image(format="png")
+
+    def update(*_):
+        img = wipe_image(left, right, slider.value)
+        img = (np.clip(img, 0, 1) * 255).astype(np.uint8).repeat(scale, 0).repeat(scale, 1)
+        buffer = io.BytesIO()
+        PILImage.fromarray(img).save(buffer, format="png")
+        picture.value = buffer.getvalue()
+
+    slider.observe(update, names="value")
+    update()
+    return W.VBox([slider, picture])

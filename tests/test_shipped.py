@@ -42,3 +42,34 @@ def test_the_shipped_student_is_the_default_student_distilled_from_the_shipped_t
     assert student["model"]["config"] == default_student(in_channels=1, out_channels=1).config, (
         "default_student() changed since student_cells.pt was distilled: re-run the command in "
         "data/checkpoints/student_cells.json to ship a matching student")
+
+
+EFFECT_TOLERANCE = {"psnr": 0.05, "ssim": 0.002}
+"""PSNR (dB) and SSIM may move this much between machines: the teacher's float64 filters and the
+student's convolutions sum in another order; a changed effect or student moves them by far more."""
+
+
+def test_the_shipped_effect_student_reproduces_its_manifest(tmp_path):
+    from mobileunet.effect_distill import evaluate_effect
+    from mobileunet.effects import CartoonParams
+    from mobileunet.models import effect_student
+    from mobileunet.photos import PairSpec, teacher_pairs
+
+    path = CHECKPOINTS / "effect_student.pt"
+    manifest = read_manifest(path)
+    assert manifest is not None, f"effect_student.json is missing beside {path}"
+    assert manifest["command"].startswith("python -m mobileunet effect")
+    assert manifest["checkpoint"]["sha256"] == sha256(path), "the file is not the one the manifest describes"
+    assert path.stat().st_size <= 8e6
+    torch.load(path, weights_only=True)
+    model, meta = load_checkpoint(path)
+    assert meta["command"] == manifest["command"]
+    assert manifest["model"]["config"] == effect_student(model.residual).config
+    # the first few held-out pairs, made again by the teacher (seconds), scored again
+    val, check = manifest["data"]["val"], manifest["check"]
+    spec = PairSpec("val", check["n"], val["size"], val["seed"], val["occlusion"], val["jitter"])
+    pairs = teacher_pairs(spec, CartoonParams(**manifest["effect"]["params"]), cache_dir=tmp_path, progress=False)
+    assert sorted(pairs.manifest["photos"]) == val["photos"]
+    scores = evaluate_effect(model, pairs)
+    for key, tol in EFFECT_TOLERANCE.items():
+        assert scores[key] == pytest.approx(check[key], abs=tol), key

@@ -24,3 +24,15 @@ def test_explorer_updates_its_table_and_picture():
     decoder.value = "stops at stride 8 (64, 32)"
     assert table.value != before and "128x128" in table.value
     assert picture.value[:4] == b"\x89PNG"
+
+
+def test_show_grid_draws_masks_on_a_fixed_scale():
+    import torch
+
+    from mobileunet.plotting import show_grid
+
+    ones, image = torch.ones(8, 8), torch.linspace(0, 0.5, 64).reshape(8, 8)
+    fig = show_grid([[ones, image]])
+    mask_im, image_im = (ax.get_images()[0] for ax in fig.axes[:2])
+    assert mask_im.get_clim() == (0, 1)            # an all-ones mask is white, not black
+    assert image_im.get_clim() == (0.0, 0.5)       # an image keeps its own range

@@ -1,0 +1,421 @@
+"""Distil the cartoon effect into a MobileNet UNet (lesson 06): ``python -m mobileunet effect``.
+
+The student (``models.effect_student``) learns ``effects.cartoon`` from the
+teacher's cached pairs (``photos.teacher_pairs``) with ``train.fit``, the loop
+of every lesson. The loss of a step is a weighted sum, each term on when its
+weight in ``EffectConfig`` is:
+
+* **L1** to the teacher's image: the pixel term; plain L1 blurs where the
+  student is unsure (it predicts the median).
+* **SSIM** (``metrics.ssim``, as ``1 - SSIM``): local means, contrasts and
+  structure; weighs errors in flat areas, where the eye sees them, more than L1.
+* **Perceptual**: L1 between feature maps of a *fixed* network. Offline there
+  are no ImageNet weights to lean on, so the default is a randomly initialised,
+  frozen VGG-style net: random conv features still measure local structure
+  and work as a perceptual loss (He, Wang & Hopcroft, "A Powerful Generative
+  Model Using Random Weights for the Deep Image Representation", NeurIPS 2016).
+  ``perceptual_net="vgg16"`` uses torchvision's VGG16 ImageNet weights and
+  ``"lpips"`` the LPIPS package, each only when already on disk: nothing downloads.
+* **Adversarial** (optional): pix2pix's PatchGAN (Isola et al. 2017, Sec. 3.2.2)
+  judges 70x70 patches of (input, output) as teacher-made or student-made,
+  with the least-squares GAN loss; its own optimiser steps inside the loss.
+
+Evaluation is PSNR and SSIM of student vs teacher on pairs from held-out
+photos, and both models timed on the same 256x256 frame in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .effects import CartoonParams, cartoon
+from .metrics import psnr, ssim
+from .train import TrainConfig, fit
+
+PERCEPTUAL_NETS = ("random", "vgg16", "lpips")
+CHECK_PAIRS = 4
+"""Held-out pairs the manifest scores on their own, so a test can re-check a checkpoint in seconds."""
+
+
+def l1_image_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute difference of two images (the ``TrainConfig.loss`` of an effect run)."""
+    return (pred - target).abs().mean()
+
+
+# --- perceptual feature extractors -----------------------------------------------------------
+
+
+class RandomFeatures(nn.Module):
+    """A frozen, randomly initialised VGG-style net; ``forward`` returns its maps at strides 1, 2, 4.
+
+    Recipe per stage: (3x3 conv -> ReLU) x 2, then 2x2 max-pool; 32, 64, 96
+    channels; Kaiming-normal weights drawn from ``seed``, so every run and every
+    machine has the same "perceptual" net.
+    """
+
+    def __init__(self, seed: int = 0, widths: tuple[int, ...] = (32, 64, 96)):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.stages = nn.ModuleList()
+        c = 3
+        for w in widths:
+            convs = [nn.Conv2d(c, w, 3, padding=1), nn.Conv2d(w, w, 3, padding=1)]
+            for conv in convs:
+                fan_in = conv.in_channels * 9
+                conv.weight.data = torch.randn(conv.weight.shape, generator=gen) * (2 / fan_in) ** 0.5
+                conv.bias.data.zero_()
+            self.stages.append(nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU()))
+            c = w
+        self.requires_grad_(False).eval()
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x if i == 0 else F.max_pool2d(x, 2))      # (B, w_i, H/2^i, W/2^i)
+            feats.append(x)
+        return feats
+
+
+class VGG16Features(nn.Module):
+    """torchvision VGG16's relu1_2, relu2_2, relu3_3 (Johnson et al. 2016), ImageNet-normalised input."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import VGG16_Weights, vgg16
+
+        weights = VGG16_Weights.IMAGENET1K_V1
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        if not cached.is_file():
+            raise ValueError(f"VGG16 ImageNet weights are not in torch's hub cache ({cached}); nothing is "
+                             f"downloaded here: use perceptual_net='random', or fetch them once with "
+                             f"torchvision.models.vgg16(weights='IMAGENET1K_V1')")
+        self.body = vgg16(weights=weights).features[:16].requires_grad_(False).eval()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x, feats = (x - self.mean) / self.std, []
+        for i, layer in enumerate(self.body):
+            x = layer(x)
+            if i in (3, 8, 15):
+                feats.append(x)
+        return feats
+
+
+def perceptual_network(kind: str = "random") -> nn.Module:
+    """The fixed network of the perceptual term: ``"random"``, ``"vgg16"`` or ``"lpips"`` (see module doc)."""
+    if kind == "random":
+        return RandomFeatures()
+    if kind == "vgg16":
+        return VGG16Features()
+    if kind == "lpips":
+        try:
+            import lpips
+        except ImportError as err:
+            raise ValueError("perceptual_net='lpips' needs the lpips package (pip install lpips) and its "
+                             "AlexNet weights on disk: use 'random' offline") from err
+        alex = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
+        if not alex.is_file():
+            raise ValueError(f"LPIPS needs torchvision's AlexNet weights at {alex}; nothing is downloaded "
+                             f"here: use perceptual_net='random'")
+        return lpips.LPIPS(net="alex", verbose=False).requires_grad_(False).eval()
+    raise ValueError(f"perceptual_net={kind!r} is not one of {PERCEPTUAL_NETS}")
+
+
+def perceptual_loss(net: nn.Module, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the net's maps of the L1 distance between features (LPIPS: its own distance)."""
+    if type(net).__name__ == "LPIPS":
+        return net(pred, target, normalize=True).mean()
+    with torch.no_grad():
+        wanted = net(target)
+    got = net(pred)
+    return sum(F.l1_loss(p, t) for p, t in zip(got, wanted)) / len(got)
+
+
+# --- the adversarial critic ------------------------------------------------------------------
+
+
+class PatchDiscriminator(nn.Module):
+    """pix2pix's 70x70 PatchGAN on (input, image) pairs: one real/fake score per patch.
+
+    Recipe: 4x4 conv stride 2 -> LeakyReLU, then (4x4 conv stride 2 -> BN ->
+    LeakyReLU) x 2, 4x4 conv stride 1 -> BN -> LeakyReLU, 4x4 conv -> 1 score
+    map. ``base`` is 32 instead of the paper's 64, to keep a CPU step cheap.
+    """
+
+    def __init__(self, in_channels: int = 6, base: int = 32):
+        super().__init__()
+        c = [base, base * 2, base * 4, base * 8]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, c[0], 4, 2, 1), nn.LeakyReLU(0.2)]
+        for i, stride in ((1, 2), (2, 2), (3, 1)):
+            layers += [nn.Conv2d(c[i - 1], c[i], 4, stride, 1, bias=False), nn.BatchNorm2d(c[i]),
+                       nn.LeakyReLU(0.2)]
+        layers.append(nn.Conv2d(c[3], 1, 4, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, source: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([source, image], dim=1))           # (B, 1, ~H/8, ~W/8)
+
+
+# --- the config and the loop -------------------------------------------------------------------
+
+
+@dataclass
+class EffectConfig(TrainConfig):
+    """A ``TrainConfig`` plus the weight of each loss term; a term is on when its weight is > 0.
+
+    ``loss = l1 * L1 + ssim * (1 - SSIM) + perceptual * perceptual(perceptual_net)
+    + adversarial * LSGAN(PatchGAN)``. ``crop`` tiles the cached pairs (translation
+    augmentation); ``augment`` flips input and target together.
+    """
+    l1: float = 1.0
+    ssim: float = 0.0
+    perceptual: float = 0.0
+    perceptual_net: str = "random"
+    adversarial: float = 0.0
+    disc_lr: float = 2e-4
+    loss: object = l1_image_loss
+    lr: float = 2e-3
+    eval_every: int = 10**9                # fit evaluates segmentation; effects are scored after
+    desc: str = "effect"
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("l1", "ssim", "perceptual", "adversarial", "disc_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"EffectConfig.{name}={value!r}: must be a number >= 0")
+        if self.l1 == self.ssim == self.perceptual == 0:
+            raise ValueError("EffectConfig: l1, ssim and perceptual are all 0; an adversarial term alone "
+                             "does not make the student copy the teacher: give l1=1.0")
+        if self.perceptual_net not in PERCEPTUAL_NETS:
+            raise ValueError(f"EffectConfig.perceptual_net={self.perceptual_net!r}: use one of {PERCEPTUAL_NETS}")
+        if self.crop is not None and self.crop < 11 and self.ssim > 0:
+            raise ValueError(f"EffectConfig.crop={self.crop} is smaller than SSIM's 11-pixel window: "
+                             f"use crop >= 11 or ssim=0")
+
+    def terms(self) -> dict:
+        return {"l1": self.l1, "ssim": self.ssim, "perceptual": self.perceptual,
+                "perceptual_net": self.perceptual_net if self.perceptual else None,
+                "adversarial": self.adversarial}
+
+
+def distill_effect(student: nn.Module, train_pairs, cfg: EffectConfig) -> dict:
+    """Train ``student`` on teacher pairs with ``train.fit``; returns its history plus ``loss_<term>``.
+
+    Example:
+        >>> from mobileunet.models import effect_student
+        >>> from mobileunet.photos import EffectPairs
+        >>> x = torch.rand(4, 3, 32, 32)
+        >>> hist = distill_effect(effect_student(), EffectPairs(x, x, [""] * 4, {}),
+        ...                       EffectConfig(steps=2, batch_size=2, ssim=1.0))
+        >>> sorted(k for k in hist if k.startswith("loss_"))
+        ['loss_l1', 'loss_ssim']
+    """
+    if not isinstance(cfg, EffectConfig):
+        raise TypeError(f"cfg must be an EffectConfig, got {type(cfg).__name__}")
+    device = torch.device(cfg.device)
+    feats = perceptual_network(cfg.perceptual_net).to(device) if cfg.perceptual > 0 else None
+    disc = d_opt = None
+    if cfg.adversarial > 0:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            disc = PatchDiscriminator().to(device)
+        d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
+
+    def step_loss(model, image, target, weight):
+        pred = model(image)
+        parts, loss = {}, pred.new_zeros(())
+        if cfg.l1 > 0:
+            term = l1_image_loss(pred, target)
+            loss, parts["l1"] = loss + cfg.l1 * term, term.item()
+        if cfg.ssim > 0:
+            term = 1 - ssim(pred, target).mean()
+            loss, parts["ssim"] = loss + cfg.ssim * term, term.item()
+        if feats is not None:
+            term = perceptual_loss(feats, pred, target)
+            loss, parts["perceptual"] = loss + cfg.perceptual * term, term.item()
+        if disc is not None:
+            disc.train()
+            real, fake = disc(image, target), disc(image, pred.detach())
+            d_loss = 0.5 * ((real - 1).pow(2).mean() + fake.pow(2).mean())
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            term = (disc(image, pred) - 1).pow(2).mean()           # the student wants "teacher-made"
+            loss, parts["adversarial"], parts["disc"] = loss + cfg.adversarial * term, term.item(), d_loss.item()
+        return loss, parts
+
+    notes = {"task": "effect", **cfg.terms()}
+    return fit(student, train_pairs, None, cfg, step_loss, notes=notes)
+
+
+@torch.no_grad()
+def predict_effect(model: nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """The student's images for a stack of inputs, in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(images[i:i + batch_size].to(device)).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def evaluate_effect(model: nn.Module, pairs) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of the student's images vs the teacher's over all ``pairs``."""
+    pred = predict_effect(model, pairs.inputs)
+    return {"psnr": float(psnr(pred, pairs.targets).mean()), "ssim": float(ssim(pred, pairs.targets).mean())}
+
+
+def speed_comparison(student: nn.Module, frame: torch.Tensor, params: CartoonParams | None = None,
+                     repeats: int = 5, runtimes: tuple[str, ...] | None = None) -> list[dict]:
+    """Teacher effect vs student on one ``(3, H, W)`` frame, measured now, at the current thread count.
+
+    The teacher runs ``repeats`` times, half before and half after the student's
+    rounds (``profile.measure_latency``, eager and ONNX Runtime when installed),
+    so a burst of load hits both. Rows: ``model``, ``runtime``, ``median_ms``, ``speed-up``.
+    """
+    import importlib.util
+
+    from .profile import measure_latency
+
+    if frame.ndim != 3 or frame.shape[0] != 3:
+        raise ValueError(f"frame must be one (3, H, W) image, got {tuple(frame.shape)}")
+    if runtimes is None:
+        runtimes = ("eager", "onnxruntime") if importlib.util.find_spec("onnxruntime") else ("eager",)
+    image = frame.permute(1, 2, 0).numpy()
+    teacher_ms = []
+
+    def time_teacher(n):
+        for _ in range(n):
+            t0 = time.perf_counter()
+            cartoon(image, params)
+            teacher_ms.append(1e3 * (time.perf_counter() - t0))
+
+    time_teacher((repeats + 1) // 2)
+    table = measure_latency({"student": student}, (1, *frame.shape), threads=(torch.get_num_threads(),),
+                            runtimes=runtimes, warmup=3, repeats=max(5, 3 * repeats))
+    time_teacher(repeats // 2)
+    teacher = float(np.median(teacher_ms))
+    rows = [{"model": "teacher (cartoon effect)", "runtime": "scikit-image", "median_ms": teacher,
+             "speed-up": 1.0}]
+    rows += [{"model": "student", "runtime": r["runtime"], "median_ms": r["median_ms"],
+              "speed-up": teacher / r["median_ms"]} for r in table.rows]
+    return rows
+
+
+# --- the command line: python -m mobileunet effect -----------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``python -m mobileunet effect``."""
+    from .cli import _checkpoint_path, _nonneg_float, _nonneg_int, _positive_float, _positive_int
+
+    g = p.add_argument_group("teacher pairs (cached under data/cache/)")
+    g.add_argument("--n-train", type=_positive_int, default=384, help="training pairs (default: %(default)s)")
+    g.add_argument("--n-val", type=_positive_int, default=48, help="held-out pairs (default: %(default)s)")
+    g.add_argument("--size", type=_positive_int, default=160, help="pair side in pixels (default: %(default)s)")
+    g.add_argument("--data-seed", type=int, default=0, help="(default: %(default)s)")
+    g.add_argument("--occlusion", type=float, default=0.5, help="share of inputs with an occluder (default: %(default)s)")
+    g.add_argument("--extra-pets", type=_nonneg_int, default=0,
+                   help="add up to N Oxford-IIIT Pet photos to training, if downloaded (default: %(default)s)")
+    g = p.add_argument_group("loss weights")
+    g.add_argument("--l1", type=_nonneg_float, default=1.0)
+    g.add_argument("--ssim", type=_nonneg_float, default=0.5)
+    g.add_argument("--perceptual", type=_nonneg_float, default=0.0)
+    g.add_argument("--perceptual-net", choices=PERCEPTUAL_NETS, default="random")
+    g.add_argument("--adversarial", type=_nonneg_float, default=0.0)
+    g.add_argument("--direct", action="store_true", help="predict the image, not a residual on the input")
+    g = p.add_argument_group("training budget")
+    g.add_argument("--steps", type=_positive_int, default=2000, help="(default: %(default)s)")
+    g.add_argument("--batch-size", type=_positive_int, default=8, help="(default: %(default)s)")
+    g.add_argument("--crop", type=_nonneg_int, default=128, help="training tile; 0 = whole pairs (default: %(default)s)")
+    g.add_argument("--lr", type=_positive_float, default=2e-3, help="(default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    g.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    g.add_argument("--time-repeats", type=_positive_int, default=5, help="teacher runs timed (default: %(default)s)")
+    g.add_argument("--out", type=_checkpoint_path, required=True, metavar="NAME.pt",
+                   help="checkpoint NAME.pt; the manifest is written to NAME.json")
+
+
+def run(args) -> int:
+    """Make (or load) the pairs, train, save, score the stored checkpoint, time it, write the manifest."""
+    import datetime as _dt
+    import platform
+    import shlex
+
+    from . import __version__
+    from .checkpoint import load_checkpoint, save_checkpoint, sha256
+    from .cli import MANIFEST_VERSION, git_info, write_manifest
+    from .env import set_seed
+    from .models import effect_student
+    from .photos import EffectPairs, PairSpec, teacher_pairs
+    from .profile import count_params
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.crop and args.crop > args.size:
+        raise ValueError(f"--crop {args.crop} is larger than --size {args.size}: use --crop <= {args.size}")
+    git = git_info()
+    params = CartoonParams()
+    specs = {"train": PairSpec("train", args.n_train, args.size, args.data_seed, args.occlusion,
+                               extra_pets=args.extra_pets),
+             "val": PairSpec("val", args.n_val, args.size, args.data_seed, args.occlusion)}
+    pairs = {k: teacher_pairs(s, params) for k, s in specs.items()}
+    set_seed(args.seed)
+    student = effect_student(residual=not args.direct)
+    cfg = EffectConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, crop=args.crop or None,
+                       seed=args.seed, l1=args.l1, ssim=args.ssim, perceptual=args.perceptual,
+                       perceptual_net=args.perceptual_net, adversarial=args.adversarial, desc="effect")
+    hist = distill_effect(student, pairs["train"], cfg)
+    command = "python -m mobileunet " + shlex.join(args.argv)
+    data = {"dataset": "scikit-image photos -> effects.cartoon pairs (mobileunet.photos.teacher_pairs)",
+            **{k: {**s.__dict__, "hash": pairs[k].manifest["hash"], "photos": sorted(pairs[k].manifest["photos"])}
+               for k, s in specs.items()}}
+    save_checkpoint(args.out, student.cpu().eval(), {"command": command, "seed": args.seed, "data": data,
+                                                     "manifest": args.out.with_suffix(".json").name})
+    reloaded, _ = load_checkpoint(args.out)
+    metrics = evaluate_effect(reloaded, pairs["val"])
+    val = pairs["val"]
+    check = {"n": CHECK_PAIRS, **evaluate_effect(reloaded, EffectPairs(val.inputs[:CHECK_PAIRS],
+                                                                       val.targets[:CHECK_PAIRS], [], {}))}
+    speed = speed_comparison(reloaded, frame256(), params, repeats=args.time_repeats)
+    manifest = {
+        "manifest_version": MANIFEST_VERSION, "command": command, "argv": args.argv, "seed": args.seed,
+        "data": data, "effect": {"name": "cartoon", "params": params.to_dict()},
+        "model": {"builder": "effect_student", "arch": type(student).__name__, "config": dict(student.config),
+                  "params": count_params(student)},
+        "training": {**hist["config"], "threads": torch.get_num_threads(),
+                     "seconds": round(hist["seconds"], 1), "final_loss": hist["loss"][-1]},
+        "metrics": {"split": "val", **metrics},
+        "check": {"about": f"the first {CHECK_PAIRS} held-out pairs: PairSpec('val', {CHECK_PAIRS}, size, "
+                           f"data_seed) makes the same ones quickly (tests/test_shipped.py)", **check},
+        "speed": {"frame": "256x256, first held-out photo (chelsea) centre", "threads": torch.get_num_threads(),
+                  "rows": speed},
+        "checkpoint": {"file": args.out.name, "bytes": args.out.stat().st_size, "dtype": "float32",
+                       "sha256": sha256(args.out)},
+        "package_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
+        **git, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_manifest(args.out, manifest)
+    best = max(speed[1:], key=lambda r: r["speed-up"])
+    print(f"wrote {args.out} ({manifest['checkpoint']['bytes'] / 1e6:.1f} MB): held-out PSNR "
+          f"{metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}; teacher {speed[0]['median_ms']:.0f} ms, "
+          f"student {best['median_ms']:.1f} ms ({best['runtime']}): {best['speed-up']:.0f}x")
+    return 0
+
+
+def frame256() -> torch.Tensor:
+    """The timing frame: the centre 256x256 of the first held-out photo."""
+    from .photos import VAL_PHOTOS, load_photo
+
+    photo = load_photo(VAL_PHOTOS[0])
+    H, W = photo.shape[:2]
+    y, x = (H - 256) // 2, (W - 256) // 2
+    return torch.from_numpy(np.ascontiguousarray(photo[y:y + 256, x:x + 256])).permute(2, 0, 1)

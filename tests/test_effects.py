@@ -1,0 +1,214 @@
+"""Lesson 06's pieces: the teacher effect, the photos and their cached pairs, the image metrics,
+the effect student's losses and a tiny training run. Small images throughout: the whole file
+runs in seconds on one core."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mobileunet.effect_distill import (EffectConfig, PatchDiscriminator, RandomFeatures, distill_effect,
+                                       evaluate_effect, perceptual_loss, perceptual_network)
+from mobileunet.effects import CartoonParams, cartoon, soft_quantise
+from mobileunet.metrics import psnr, ssim
+from mobileunet.models import EffectStudent, effect_student
+from mobileunet.photos import (TRAIN_PHOTOS, VAL_PHOTOS, EffectPairs, PairSpec, load_photo, paste_occluder,
+                               random_sample, teacher_pairs)
+from mobileunet.plotting import wipe_image
+
+CHEAP = CartoonParams(n_smooth=1)
+
+
+def _photo_crop(size=40):
+    return np.ascontiguousarray(load_photo("astronaut")[100:100 + size, 200:200 + size])
+
+
+# --- the effect ------------------------------------------------------------------------------
+
+
+def test_cartoon_is_deterministic_in_range_and_keeps_the_type():
+    image = _photo_crop()
+    a, b = cartoon(image, CHEAP), cartoon(image.copy(), CHEAP)
+    assert a.dtype == np.float32 and a.shape == image.shape
+    assert np.array_equal(a, b)
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert not np.allclose(a, image, atol=0.02)                 # it does change the picture
+    t = torch.from_numpy(image).permute(2, 0, 1)
+    out = cartoon(t[None].repeat(2, 1, 1, 1), CHEAP)
+    assert out.shape == (2, 3, 40, 40)
+    assert torch.equal(out[0], torch.from_numpy(a).permute(2, 0, 1))
+
+
+def test_cartoon_rejects_bad_input():
+    with pytest.raises(TypeError, match="img_as_float"):
+        cartoon(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="outside"):
+        cartoon(np.full((8, 8, 3), 2.0, np.float32))
+    with pytest.raises(ValueError, match="alpha"):
+        cartoon(np.zeros((8, 8, 4), np.float32))
+    with pytest.raises(ValueError, match="n_smooth"):
+        CartoonParams(n_smooth=0)
+    with pytest.raises(ValueError, match="edge_tau"):
+        CartoonParams(edge_tau=1.5)
+
+
+def test_soft_quantise_is_a_continuous_staircase():
+    x = np.linspace(0, 1, 2001)
+    q = soft_quantise(x, levels=4, sharpness=6.0)
+    assert np.all(np.diff(q) >= -1e-12)                          # monotone
+    assert np.abs(np.diff(q)).max() < 0.01                       # no jumps
+    flat = soft_quantise(np.array([0.02, 0.23, 0.27]), 4, 50.0)  # flat near each level, steep between
+    assert flat.tolist() == pytest.approx([0.0, 0.25, 0.25], abs=1e-6)
+
+
+# --- photos, occlusions, pairs ---------------------------------------------------------------
+
+
+def test_photos_are_split_by_photo():
+    assert not set(TRAIN_PHOTOS) & set(VAL_PHOTOS)
+    assert len(TRAIN_PHOTOS) >= 4 and len(VAL_PHOTOS) >= 2
+    for name in TRAIN_PHOTOS + VAL_PHOTOS:
+        image = load_photo(name)
+        assert image.ndim == 3 and image.shape[-1] == 3 and image.dtype == np.float32
+    with pytest.raises(ValueError, match="unknown photo"):
+        load_photo("lena")
+
+
+@pytest.mark.parametrize("kind", ["sunglasses", "hand"])
+def test_occluder_is_pasted_without_touching_the_original(kind):
+    image = np.full((64, 64, 3), 0.5, np.float32)
+    out = paste_occluder(image, np.random.default_rng(0), kind)
+    changed = np.abs(out - image).max(axis=-1) > 0.05
+    assert 0.02 < changed.mean() < 0.6                           # a visible, partial occluder
+    assert np.all(image == 0.5) and out.min() >= 0 and out.max() <= 1
+    with pytest.raises(ValueError, match="occluder"):
+        paste_occluder(image, np.random.default_rng(0), "hat")
+
+
+def test_random_sample_is_deterministic_given_the_seed():
+    photos = {"a": _photo_crop(60), "b": _photo_crop(60)[::-1].copy()}
+    a, name_a = random_sample(photos, 24, np.random.default_rng(3))
+    b, name_b = random_sample(photos, 24, np.random.default_rng(3))
+    assert name_a == name_b and np.array_equal(a, b) and a.shape == (24, 24, 3)
+    with pytest.raises(ValueError, match="larger than photo"):
+        random_sample(photos, 100, np.random.default_rng(0))
+
+
+def test_pairs_are_cached_and_remade_when_the_params_change(tmp_path):
+    spec = PairSpec("val", n=2, size=24, seed=1)
+    first = teacher_pairs(spec, CHEAP, cache_dir=tmp_path, progress=False)
+    assert first.inputs.shape == first.targets.shape == (2, 3, 24, 24)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2                                       # NAME.pt + NAME.json
+    manifest = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert manifest["spec"]["seed"] == 1 and set(manifest["photos"]) == set(VAL_PHOTOS)
+    assert manifest["effect"]["params"]["n_smooth"] == 1
+    again = teacher_pairs(spec, CHEAP, cache_dir=tmp_path, progress=False)
+    assert torch.equal(again.targets, first.targets) and "teacher_seconds" in again.manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == files   # read from the cache, nothing new
+    other = teacher_pairs(spec, CartoonParams(n_smooth=1, levels=4), cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.iterdir())) == 4                    # new params, new pairs
+    assert torch.equal(other.inputs, first.inputs)               # same inputs, a different effect
+    assert not torch.equal(other.targets, first.targets)
+    with pytest.raises(ValueError, match="split"):
+        PairSpec("test")
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def test_psnr_and_ssim_on_hand_cases():
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(ssim(x, x), torch.ones(2))
+    assert psnr(x, x + 0.1).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)   # MSE 0.01 -> 20 dB
+    assert psnr(x, x + 0.01).tolist() == pytest.approx([40.0, 40.0], abs=1e-3)
+    assert ssim(x, 1 - x).mean() < 0.1
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(x, x[:1])
+    with pytest.raises(ValueError, match="window"):
+        ssim(x[..., :8, :8], x[..., :8, :8])
+
+
+def test_ssim_matches_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    gen = torch.Generator().manual_seed(1)
+    a = torch.rand(1, 3, 32, 40, generator=gen)
+    b = (a + 0.1 * torch.randn(a.shape, generator=gen)).clamp(0, 1)
+    ref = structural_similarity(a[0].permute(1, 2, 0).numpy(), b[0].permute(1, 2, 0).numpy(),
+                                gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                data_range=1.0, channel_axis=-1)
+    assert ssim(a, b).item() == pytest.approx(float(ref), abs=1e-5)
+
+
+def test_wipe_image_joins_two_images():
+    a, b = np.zeros((4, 10, 3)), np.ones((4, 10, 3)) * 0.5
+    w = wipe_image(a, b, 0.3)
+    assert (w[:, :3] == 0).all() and (w[:, 4:] == 0.5).all() and (w[:, 3] == 1).all()
+    with pytest.raises(ValueError, match="position"):
+        wipe_image(a, b, 1.5)
+
+
+# --- the student and its losses ----------------------------------------------------------------
+
+
+def test_effect_student_starts_as_the_identity_and_checks_its_channels():
+    model = effect_student(residual=True).eval()
+    for p in model.head.parameters():
+        torch.nn.init.zeros_(p)
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.allclose(model(x), x.clamp(1e-3, 1 - 1e-3), atol=1e-5)
+    assert model.config["residual"] is True
+    with pytest.raises(ValueError, match="out_channels"):
+        EffectStudent(in_channels=3, out_channels=1)
+
+
+def test_loss_config_errors():
+    with pytest.raises(ValueError, match="all 0"):
+        EffectConfig(l1=0.0, adversarial=1.0)
+    with pytest.raises(ValueError, match="ssim"):
+        EffectConfig(ssim=-1.0)
+    with pytest.raises(ValueError, match="perceptual_net"):
+        EffectConfig(perceptual=1.0, perceptual_net="resnet")
+    with pytest.raises(ValueError, match="window"):
+        EffectConfig(ssim=1.0, crop=8)
+    with pytest.raises(ValueError, match="is not one of"):
+        perceptual_network("alexnet")
+    with pytest.raises(TypeError, match="EffectConfig"):
+        distill_effect(effect_student(), None, object())
+
+
+def test_perceptual_net_is_fixed_and_its_loss_is_zero_on_equal_images():
+    a, b = RandomFeatures(), RandomFeatures()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not any(p.requires_grad for p in a.parameters())
+    x = torch.rand(2, 3, 32, 32)
+    assert perceptual_loss(a, x, x).item() == 0.0
+    assert perceptual_loss(a, x, x.flip(-1)).item() > 0
+    assert PatchDiscriminator()(x, x).shape == (2, 1, 2, 2)
+
+
+def test_a_tiny_run_records_every_term_and_is_scored():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 3, 32, 32, generator=gen)
+    pairs = EffectPairs(x, x.flip(-1), ["p"] * 8, {})
+    torch.manual_seed(0)
+    model = effect_student()
+    cfg = EffectConfig(steps=4, batch_size=4, ssim=0.5, perceptual=0.5, adversarial=0.01, seed=0)
+    hist = distill_effect(model, pairs, cfg)
+    assert len(hist["loss"]) == 4
+    assert {"loss_l1", "loss_ssim", "loss_perceptual", "loss_adversarial", "loss_disc"} <= set(hist)
+    assert hist["config"]["task"] == "effect" and hist["config"]["ssim"] == 0.5
+    scores = evaluate_effect(model, pairs)
+    assert set(scores) == {"psnr", "ssim"} and np.isfinite(scores["psnr"])
+
+
+def test_wipe_explorer_redraws_when_the_slider_moves():
+    pytest.importorskip("ipywidgets")
+    from mobileunet.widgets import wipe_explorer
+
+    box = wipe_explorer(np.zeros((16, 16, 3)), np.ones((16, 16, 3)))
+    slider, picture = box.children
+    before = picture.value
+    slider.value = 0.9
+    assert picture.value != before and picture.value[:4] == b"\x89PNG"
