@@ -274,8 +274,11 @@ def evaluate_effect(model: nn.Module, pairs) -> dict[str, float]:
 
 
 def speed_comparison(student: nn.Module, frame: torch.Tensor, params: CartoonParams | None = None,
-                     repeats: int = 5, runtimes: tuple[str, ...] | None = None) -> list[dict]:
-    """Teacher effect vs student on one ``(3, H, W)`` frame, measured now, at the current thread count.
+                     repeats: int = 5, runtimes: tuple[str, ...] | None = None, threads: int = 1) -> list[dict]:
+    """Teacher effect vs student on one ``(3, H, W)`` frame, measured now, the student on ``threads`` threads.
+
+    The teacher (scikit-image's bilateral filter and friends) runs on one core,
+    so by default the student does too: a like-for-like per-core speed-up.
 
     The teacher runs ``repeats`` times, half before and half after the student's
     rounds (``profile.measure_latency``, eager and ONNX Runtime when installed),
@@ -287,6 +290,8 @@ def speed_comparison(student: nn.Module, frame: torch.Tensor, params: CartoonPar
 
     if frame.ndim != 3 or frame.shape[0] != 3:
         raise ValueError(f"frame must be one (3, H, W) image, got {tuple(frame.shape)}")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads={threads!r}: give a positive int (1 matches the single-core teacher)")
     if runtimes is None:
         runtimes = ("eager", "onnxruntime") if importlib.util.find_spec("onnxruntime") else ("eager",)
     image = frame.permute(1, 2, 0).numpy()
@@ -299,7 +304,7 @@ def speed_comparison(student: nn.Module, frame: torch.Tensor, params: CartoonPar
             teacher_ms.append(1e3 * (time.perf_counter() - t0))
 
     time_teacher((repeats + 1) // 2)
-    table = measure_latency({"student": student}, (1, *frame.shape), threads=(torch.get_num_threads(),),
+    table = measure_latency({"student": student}, (1, *frame.shape), threads=(threads,),
                             runtimes=runtimes, warmup=3, repeats=max(5, 3 * repeats))
     time_teacher(repeats // 2)
     teacher = float(np.median(teacher_ms))

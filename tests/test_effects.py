@@ -163,6 +163,30 @@ def test_effect_student_starts_as_the_identity_and_checks_its_channels():
         EffectStudent(in_channels=3, out_channels=1)
 
 
+def test_full_res_skip_feeds_the_input_to_the_last_stage_and_rebuilds_from_its_config(tmp_path):
+    from mobileunet.checkpoint import load_checkpoint, save_checkpoint
+
+    model = effect_student().eval()
+    assert model.config["full_res_skip"] is True
+    last = model.decoder.blocks[-1]
+    assert last.skip_ch == 3 and last.in_ch + last.skip_ch == 16 + 3
+    seen = {}
+    last.register_forward_pre_hook(lambda mod, args: seen.update(skip=args[1]))
+    x = torch.rand(2, 3, 67, 90)                                  # odd sizes work
+    y = model(x)
+    assert y.shape == x.shape
+    assert seen["skip"] is x, "the last decoder stage must get the input image as its skip"
+    save_checkpoint(tmp_path / "s.pt", model)
+    again, _ = load_checkpoint(tmp_path / "s.pt")
+    assert again.config == model.config and again.full_res_skip
+    assert torch.allclose(again.eval()(x), y, atol=1e-6)
+    assert not effect_student(full_res_skip=False).config["full_res_skip"]
+    with pytest.raises(ValueError, match="5 decoder_channels"):
+        EffectStudent(decoder_channels=(64, 32, 24, 16), full_res_skip=True)
+    with pytest.raises(TypeError, match="full_res_skip"):
+        EffectStudent(full_res_skip="yes")
+
+
 def test_loss_config_errors():
     with pytest.raises(ValueError, match="all 0"):
         EffectConfig(l1=0.0, adversarial=1.0)
