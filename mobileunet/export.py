@@ -52,6 +52,46 @@ def require(module: str):
         raise ImportError(f"{top} is missing (needed to export, lesson 07): {INSTALL}") from err
 
 
+@contextlib.contextmanager
+def native_quiet():
+    """Silence ExecuTorch's C++ notes (cpuinfo, threadpool): they reach the process's file
+    descriptors through C stdio, or, inside Jupyter, Python's ``sys.stdout``/``sys.stderr``.
+    Python output and warnings still come through; exceptions propagate."""
+    import ctypes
+    import logging
+    import os
+    import re
+    import sys
+
+    pytree = logging.getLogger("torch.utils._pytree")      # a deprecation note executorch triggers
+    level, saved = pytree.level, []
+    pytree.setLevel(logging.ERROR)
+    captured = {"stdout": io.StringIO(), "stderr": io.StringIO()}
+    real = {name: getattr(sys, name) for name in captured}
+    try:
+        for stream in real.values():
+            with contextlib.suppress(Exception):
+                stream.flush()
+        with open(os.devnull, "wb") as null:
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(null.fileno(), fd)
+            with contextlib.redirect_stdout(captured["stdout"]), contextlib.redirect_stderr(captured["stderr"]):
+                yield
+    finally:
+        with contextlib.suppress(Exception):                  # C stdio buffers: flush them into /dev/null
+            ctypes.CDLL(None).fflush(None)
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+        pytree.setLevel(level)
+        native_note = re.compile(r"^\[\w+\.(?:cpp|cc|h):\d+\] ")
+        for name, buffer in captured.items():                 # pass everything else through
+            kept = [line for line in buffer.getvalue().splitlines(keepends=True) if not native_note.match(line)]
+            if kept:
+                real[name].write("".join(kept))
+
+
 def frame_size(size: int | tuple[int, int]) -> tuple[int, int]:
     """``size`` as ``(H, W)``, each a positive multiple of 32, or a ValueError that says how to fix it."""
     h, w = (size, size) if isinstance(size, int) else tuple(size)
@@ -264,9 +304,10 @@ def export_pte(model: nn.Module, path: str | Path, size: int | tuple[int, int] =
     if int8:
         calibration = calibration if calibration is not None else calibration_frames(model, size)
         model = quantize_pt2e(model, calibration)
-    edge = lower_xnnpack(model if int8 else model.eval(), x)
-    report, pieces = outside_delegate(edge), delegated_pieces(edge)   # to_executorch rewrites the graph
-    path.write_bytes(edge.to_executorch().buffer)
+    with native_quiet():
+        edge = lower_xnnpack(model if int8 else model.eval(), x)
+        report, pieces = outside_delegate(edge), delegated_pieces(edge)   # to_executorch rewrites the graph
+        path.write_bytes(edge.to_executorch().buffer)
     return path, report, pieces
 
 
@@ -287,12 +328,13 @@ class PteRunner:
         from executorch.extension.pybindings import portable_lib
 
         self.path = Path(path)
-        if threads and portable_lib._threadpool_get_thread_count() != threads:
-            for old in list(_LOADED):                  # ExecuTorch uses every core by default
-                old.method = None
-            portable_lib._unsafe_reset_threadpool(threads)
-        self.threads = portable_lib._threadpool_get_thread_count()
-        self.method = runtime.Runtime.get().load_program(self.path).load_method("forward")
+        with native_quiet():
+            if threads and portable_lib._threadpool_get_thread_count() != threads:
+                for old in list(_LOADED):              # ExecuTorch uses every core by default
+                    old.method = None
+                portable_lib._unsafe_reset_threadpool(threads)
+            self.threads = portable_lib._threadpool_get_thread_count()
+            self.method = runtime.Runtime.get().load_program(self.path).load_method("forward")
         _LOADED.add(self)
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
@@ -387,9 +429,10 @@ def export(model: nn.Module, out: str | Path, fmt: str = "onnx", int8: bool = Fa
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of images in [0, 1] (clamped)."""
-    mse = torch.mean((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+    """Mean PSNR in dB over the images of two ``(B, C, H, W)`` batches in [0, 1] (``metrics.psnr``)."""
+    from .metrics import psnr as psnr_per_image
+
+    return float(psnr_per_image(a.clamp(0, 1), b.clamp(0, 1)).mean())
 
 
 @torch.no_grad()

@@ -146,3 +146,10 @@ def test_pte_runner_reloads_after_a_threadpool_reset(exported):
     assert torch.allclose(two(x), y1, atol=1e-5)
     with pytest.raises(RuntimeError, match="load it again"):
         one(x)
+
+
+def test_native_quiet_drops_only_native_notes(capsys):
+    with ex.native_quiet():
+        print("[threadpool.cpp:66] Resetting threadpool to 2 threads.")
+        print("a line of the lesson's own")
+    assert capsys.readouterr().out == "a line of the lesson's own\n"
