@@ -7,6 +7,8 @@
 #   bash course.sh outputs [NB..] re-run notebooks in full mode and store their outputs
 #   bash course.sh browser        lessons 01 and 04 in JupyterLab in headless Chromium (installs
 #                                 Debian's chromium with apt and playwright into .venv if missing)
+#   bash course.sh student-copies [DIR]  the class's copies: solutions stubbed, outputs cleared
+#                                 (default build/student)
 #
 # MOBILEUNET_TORCH_INDEX=URL picks where torch comes from (a CPU-only index
 # keeps a laptop install near 1 GB: see README).
@@ -84,7 +86,11 @@ case "$cmd" in
             echo "[course] $nb: $(( $(date +%s) - start )) s"
         done
         ;;
+    student-copies)
+        ensure_env
+        "$PY" -m mobileunet.nbtools student-copies --out "${1:-build/student}"
+        ;;
     *)
-        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
         ;;
 esac

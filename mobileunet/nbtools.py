@@ -1,13 +1,26 @@
-"""Notebook housekeeping for maintainers: ``python -m mobileunet.nbtools strip-widgets NB``.
+"""Notebook housekeeping: ``python -m mobileunet.nbtools strip-widgets NB...`` and ``student-copies``.
 
 Committed notebooks keep their outputs (what a learner sees on the web) but no
 saved widget state, which would bloat them and go stale.
+
+Exercises follow nbgrader's convention: in a solution cell, whose first line is
+``# Exercise NN.M: <the task in one line>``, the answer sits between
+``### BEGIN SOLUTION`` and ``### END SOLUTION``; the next cell calls a check
+from ``mobileunet.checks``. ``student-copies`` writes copies of the notebooks
+for a class: each solution region becomes a ``raise NotImplementedError("your
+turn: ...")`` at the region's indentation, every output and execution count is
+cleared, saved widget state goes, and the check cells stay.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import sys
 from pathlib import Path
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+EXERCISE = re.compile(r"^# Exercise (\d\d\.\d+): (.+)$", re.M)
 
 
 def strip_widgets(path: str | Path) -> None:
@@ -18,12 +31,91 @@ def strip_widgets(path: str | Path) -> None:
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
+def stub_solutions(source: str) -> str:
+    """A solution cell's source with each solution region replaced by a "your turn" stub.
+
+    Example:
+        >>> print(stub_solutions("# Exercise 01.2: add one\\ndef f(x):\\n    ### BEGIN SOLUTION\\n"
+        ...                      "    return x + 1\\n    ### END SOLUTION"))
+        # Exercise 01.2: add one
+        def f(x):
+            raise NotImplementedError("your turn: exercise 01.2 — add one")
+    """
+    task = EXERCISE.search(source)
+    what = f"exercise {task[1]} — {task[2].strip()}" if task else "this exercise"
+    stub = f"raise NotImplementedError({json.dumps('your turn: ' + what, ensure_ascii=False)})"
+    out, inside = [], False
+    for n, line in enumerate(source.splitlines(), start=1):
+        marker = line.strip()
+        if marker == BEGIN:
+            if inside:
+                raise ValueError(f"line {n}: {BEGIN} inside another solution region: close it with {END}")
+            out.append(line[: len(line) - len(line.lstrip())] + stub)
+            inside = True
+        elif marker == END:
+            if not inside:
+                raise ValueError(f"line {n}: {END} without a {BEGIN} before it")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"a {BEGIN} is never closed: add {END} after the solution")
+    return "\n".join(out)
+
+
+def student_copy(src: str | Path, dst: str | Path) -> int:
+    """Write the student version of notebook ``src`` to ``dst``; returns how many cells were stubbed."""
+    import nbformat
+
+    nb = nbformat.read(str(src), as_version=4)
+    stubbed = 0
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)               # run timestamps
+        if cell.cell_type != "code":
+            continue
+        if BEGIN in cell.source:
+            try:
+                cell.source = stub_solutions(cell.source)
+            except ValueError as err:
+                raise ValueError(f"{src}, cell {cell.get('id', '?')}: {err}") from None
+            stubbed += 1
+        cell.outputs, cell.execution_count = [], None
+    nb.metadata.pop("widgets", None)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(dst))
+    return stubbed
+
+
+def student_copies(notebooks: list[Path], out: Path) -> None:
+    """``student_copy`` each notebook into ``out``, refusing to overwrite the originals."""
+    for nb in notebooks:
+        dst = out / nb.name
+        if dst.exists() and dst.resolve() == nb.resolve():
+            raise ValueError(f"{dst} is the notebook itself: pick another --out, or the solutions are lost")
+        print(f"{dst}: {student_copy(nb, dst)} exercise cell(s) stubbed")
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "strip-widgets":
-        print("usage: python -m mobileunet.nbtools strip-widgets NOTEBOOK...", file=sys.stderr)
-        return 2
-    for p in argv[1:]:
-        strip_widgets(p)
+    parser = argparse.ArgumentParser(prog="python -m mobileunet.nbtools", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    strip = sub.add_parser("strip-widgets", help="drop saved widget state, keep outputs (in place)")
+    strip.add_argument("notebooks", nargs="+", type=Path)
+    copies = sub.add_parser("student-copies", help="copies with solutions stubbed and outputs cleared")
+    copies.add_argument("notebooks", nargs="*", type=Path,
+                        help="notebooks to copy (default: notebooks/[0-9]*.ipynb)")
+    copies.add_argument("--out", type=Path, default=Path("build/student"), help="folder to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.command == "strip-widgets":
+        for p in args.notebooks:
+            strip_widgets(p)
+        return 0
+    notebooks = args.notebooks or sorted(Path("notebooks").glob("[0-9]*.ipynb"))
+    if not notebooks:
+        parser.error("no notebooks under notebooks/: run from the course folder or name them")
+    try:
+        student_copies(notebooks, args.out)
+    except ValueError as err:
+        parser.error(str(err))
     return 0
 
 
