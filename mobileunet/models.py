@@ -161,11 +161,14 @@ class MobileUNet(nn.Module):
                 f"check the channel count or add a batch dimension with x[None]"
             )
         B, C, H, W = x.shape
-        feats = self.encoder(x)                            # strides 2, 4, 8, 16, 32
-        y = self.head(self.decoder(feats, (H, W)))         # (B, out, H/s, W/s), s = out_stride
+        y = self.head(self.decoder(self.skips(x), (H, W))) # (B, out, H/s, W/s), s = out_stride
         if y.shape[-2:] != (H, W):
             y = nn.functional.interpolate(y, size=(H, W), mode="bilinear", align_corners=False)
         return y                                           # (B, out, H, W)
+
+    def skips(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The decoder's skips, finest first: the encoder's features at strides 2, 4, 8, 16, 32."""
+        return self.encoder(x)
 
 
 def _scaled(channels: tuple[int, ...], width: float) -> tuple[int, ...]:
@@ -270,17 +273,13 @@ class EffectStudent(MobileUNet):
         self._config["residual"] = residual
         self._config["full_res_skip"] = full_res_skip
 
+    def skips(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """With ``full_res_skip`` the input image itself, at stride 1, before the encoder's features."""
+        feats = super().skips(x)
+        return [x, *feats] if self.full_res_skip else feats
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.full_res_skip:
-            y = super().forward(x)                                    # (B, 3, H, W)
-        else:
-            if x.ndim != 4 or x.shape[1] != self.in_channels:
-                raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got "
-                                 f"{tuple(x.shape)}: check the channel count or add a batch dimension with x[None]")
-            B, C, H, W = x.shape
-            feats = self.encoder(x)                                   # strides 2, 4, 8, 16, 32
-            # the decoder pops skips from the end: x, first in the list, is the last stage's skip
-            y = self.head(self.decoder([x, *feats], (H, W)))          # (B, 3, H, W)
+        y = super().forward(x)                                        # (B, 3, H, W)
         if self.residual:
             y = y + torch.logit(x.clamp(1e-3, 1 - 1e-3))
         return torch.sigmoid(y)                                       # (B, 3, H, W) in (0, 1)
