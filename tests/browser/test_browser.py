@@ -192,6 +192,10 @@ def _assert_clean(page, name: str) -> None:
     assert not not_run, f"{name}: code cells {not_run} (of {len(prompts)}) did not run"
 
 
+def _text(locator) -> str:
+    return (locator.text_content() or "").strip()
+
+
 def _shot(page, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
@@ -232,23 +236,38 @@ def test_lesson_04_explorer_answers_its_slider(browser, lab):
         slider.wait_for(state="visible", timeout=30_000)
         table, readout = explorer.locator(".widget-html").first, slider.locator(".widget-readout")
         picture = explorer.locator(".widget-image").first
-        before_table, before_readout = table.inner_text(), readout.inner_text()
+        # The views fill in asynchronously after the kernel is idle (the HTML and Image models get
+        # their values in comm messages that can land after the view first renders): wait for them.
+        # textContent, not innerText: JupyterLab skips rendering off-screen cells (content-visibility),
+        # and innerText of a part not rendered can read ''.
+        table.scroll_into_view_if_needed()
+        try:
+            page.wait_for_function(
+                "([t, r, p]) => t.textContent.includes('params') && r.textContent.trim() && p.getAttribute('src')",
+                arg=[table.element_handle(), readout.element_handle(), picture.element_handle()],
+                timeout=60_000, polling=250)
+        except Exception as err:
+            raise AssertionError("explorer did not fill in within 60 s: table "
+                                 f"{table.text_content()!r}, readout {readout.text_content()!r}, picture "
+                                 f"src set: {bool(picture.get_attribute('src'))}; panel: "
+                                 f"{explorer.text_content()[:500]!r}") from err
+        before_table, before_readout = _text(table), _text(readout)
+        before_row = table.locator("td").all_text_contents()
         before_picture = picture.get_attribute("src")
-        assert "params" in before_table, f"explorer table looks wrong: {before_table!r}"
 
         handle = slider.locator(".noUi-handle")
         handle.focus()
         handle.press("ArrowLeft")             # width 1.0 -> 0.75: the kernel rebuilds the model
-        page.wait_for_function("([el, old]) => el.innerText !== old", arg=[table.element_handle(), before_table],
+        page.wait_for_function("([el, old]) => el.textContent.trim() !== old", arg=[table.element_handle(), before_table],
                                timeout=120_000)
         _until(page, lambda: _kernel_idle(page), 120, "04: the kernel stayed busy after the slider moved")
-        after_table, after_readout = table.inner_text(), readout.inner_text()
+        after_readout, after_row = _text(readout), table.locator("td").all_text_contents()
         assert after_readout != before_readout, f"slider readout stayed {before_readout!r}"
         assert picture.get_attribute("src") != before_picture, "the explorer's U drawing was not redrawn"
         _assert_clean(page, "04 after the slider moved")
         explorer.scroll_into_view_if_needed()
         print(f"\nlesson 04: Run All {seconds:.0f} s; width {before_readout} -> {after_readout}; "
-              f"table {' '.join(before_table.split())!r} -> {' '.join(after_table.split())!r}")
+              f"table row {' | '.join(before_row)!r} -> {' | '.join(after_row)!r}")
     finally:
         _shot(page, "04_mobile_unet")
         page.close()
