@@ -273,6 +273,51 @@ def evaluate_effect(model: nn.Module, pairs) -> dict[str, float]:
     return {"psnr": float(psnr(pred, pairs.targets).mean()), "ssim": float(ssim(pred, pairs.targets).mean())}
 
 
+@torch.no_grad()
+def error_budget(model: nn.Module, pairs, params: CartoonParams | None = None) -> dict:
+    """Where a student's error against the teacher comes from, on ``pairs`` (lesson 06).
+
+    The teacher is re-run on the pairs' inputs twice more, each time with one
+    step turned off: the dark lines (``edge_tau`` near 0: the DoG never goes
+    negative), then also the quantiser (``sharpness`` near 0: each band's step
+    becomes a straight line, so luminance passes through). What is left of the
+    teacher is its repeated bilateral smoothing. Returns:
+
+    * ``rows``: mean PSNR (dB) of each image against the teacher's: the input
+      unchanged, the teacher's smoothing only, the teacher without its lines,
+      and the student (``model``); plus the student against the smoothing only;
+    * ``line_pixels``: share of pixels the lines darken (by more than 0.02);
+    * ``line_error``: share of the student's squared error on those pixels;
+    * ``per_photo``: the student's mean PSNR per photo the pairs were cut from.
+    """
+    import dataclasses
+
+    p = params or CartoonParams()
+    if not isinstance(p, CartoonParams):
+        raise TypeError(f"params must be a CartoonParams, got {type(p).__name__}")
+    if len(pairs) == 0:
+        raise ValueError("pairs is empty: give the held-out pairs of photos.teacher_pairs")
+    no_lines = cartoon(pairs.inputs, dataclasses.replace(p, edge_tau=1e-6))
+    smooth_only = cartoon(pairs.inputs, dataclasses.replace(p, edge_tau=1e-6, sharpness=1e-3))
+    pred = predict_effect(model, pairs.inputs)
+    target = pairs.targets
+    score = lambda a, b: float(psnr(a, b).mean())  # noqa: E731
+    rows = [{"image": "input, unchanged", "vs": "teacher", "psnr": score(pairs.inputs, target)},
+            {"image": "teacher's smoothing only", "vs": "teacher", "psnr": score(smooth_only, target)},
+            {"image": "teacher without its lines", "vs": "teacher", "psnr": score(no_lines, target)},
+            {"image": "student", "vs": "teacher", "psnr": score(pred, target)},
+            {"image": "student", "vs": "teacher's smoothing only", "psnr": score(pred, smooth_only)}]
+    on_line = ((target - no_lines).abs().amax(1, keepdim=True) > 0.02).float()
+    err = (pred - target).pow(2)
+    per_image = psnr(pred, target).tolist()
+    per_photo = {}
+    for name, value in zip(pairs.names, per_image):
+        per_photo.setdefault(name, []).append(value)
+    return {"rows": rows, "line_pixels": float(on_line.mean()),
+            "line_error": float((err * on_line).sum() / err.sum().clamp_min(1e-12)),
+            "per_photo": {k: float(np.mean(v)) for k, v in sorted(per_photo.items())}}
+
+
 def speed_comparison(student: nn.Module, frame: torch.Tensor, params: CartoonParams | None = None,
                      repeats: int = 5, runtimes: tuple[str, ...] | None = None, threads: int = 1) -> list[dict]:
     """Teacher effect vs student on one ``(3, H, W)`` frame, measured now, the student on ``threads`` threads.

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mobileunet.effect_distill import (EffectConfig, PatchDiscriminator, RandomFeatures, distill_effect,
-                                       evaluate_effect, perceptual_loss, perceptual_network)
+                                       error_budget, evaluate_effect, perceptual_loss, perceptual_network)
 from mobileunet.effects import CartoonParams, cartoon, soft_quantise
 from mobileunet.metrics import psnr, ssim
 from mobileunet.models import EffectStudent, effect_student
@@ -225,6 +225,40 @@ def test_a_tiny_run_records_every_term_and_is_scored():
     assert hist["config"]["task"] == "effect" and hist["config"]["ssim"] == 0.5
     scores = evaluate_effect(model, pairs)
     assert set(scores) == {"psnr", "ssim"} and np.isfinite(scores["psnr"])
+
+
+class _Copy(torch.nn.Module):
+    """A 'student' that returns its input (or a fixed image): its error budget is known."""
+
+    def __init__(self, fixed=None):
+        super().__init__()
+        self.fixed, self.anchor = fixed, torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return x if self.fixed is None else self.fixed[:len(x)]
+
+
+def test_error_budget_splits_the_error_between_smoothing_quantiser_and_lines():
+    crops = [_photo_crop(), np.ascontiguousarray(load_photo("rocket")[200:240, 100:140])]
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+    pairs = EffectPairs(x, cartoon(x, CHEAP), ["astronaut", "rocket"], {})
+    budget = error_budget(_Copy(), pairs, CHEAP)
+    psnr = {(r["image"], r["vs"]): r["psnr"] for r in budget["rows"]}
+    # the copying student is exactly the unchanged input
+    assert psnr[("student", "teacher")] == pytest.approx(psnr[("input, unchanged", "teacher")])
+    # each step of the teacher put back brings an image closer to the teacher's
+    assert (psnr[("input, unchanged", "teacher")] < psnr[("teacher's smoothing only", "teacher")]
+            < psnr[("teacher without its lines", "teacher")])
+    assert 0 < budget["line_pixels"] < 0.5 and 0 < budget["line_error"] <= 1
+    assert set(budget["per_photo"]) == {"astronaut", "rocket"}
+    # a student that draws the teacher's image without its lines errs only on the line pixels
+    no_lines = cartoon(x, CartoonParams(n_smooth=1, edge_tau=1e-6))
+    lineless = error_budget(_Copy(no_lines), pairs, CHEAP)
+    assert lineless["line_error"] > 0.9
+    with pytest.raises(TypeError, match="CartoonParams"):
+        error_budget(_Copy(), pairs, {"n_smooth": 1})
+    with pytest.raises(ValueError, match="empty"):
+        error_budget(_Copy(), EffectPairs(x[:0], x[:0], [], {}), CHEAP)
 
 
 def test_wipe_explorer_redraws_when_the_slider_moves():
