@@ -385,7 +385,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training budget")
     g.add_argument("--steps", type=_positive_int, default=2000, help="(default: %(default)s)")
     g.add_argument("--batch-size", type=_positive_int, default=8, help="(default: %(default)s)")
-    g.add_argument("--crop", type=_nonneg_int, default=128, help="training tile; 0 = whole pairs (default: %(default)s)")
+    g.add_argument("--crop", type=_nonneg_int, default=0,
+                   help="training tile in pixels; 0 = whole pairs, the context the teacher saw (default: %(default)s)")
     g.add_argument("--lr", type=_positive_float, default=2e-3, help="(default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     g.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
