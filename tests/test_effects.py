@@ -243,12 +243,12 @@ def test_error_budget_splits_the_error_between_smoothing_quantiser_and_lines():
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
     pairs = EffectPairs(x, cartoon(x, CHEAP), ["astronaut", "rocket"], {})
     budget = error_budget(_Copy(), pairs, CHEAP)
-    psnr = {(r["image"], r["vs"]): r["psnr"] for r in budget["rows"]}
+    db = {(r["image"], r["vs"]): r["psnr"] for r in budget["rows"]}
     # the copying student is exactly the unchanged input
-    assert psnr[("student", "teacher")] == pytest.approx(psnr[("input, unchanged", "teacher")])
+    assert db[("student", "teacher")] == pytest.approx(db[("input, unchanged", "teacher")])
     # each step of the teacher put back brings an image closer to the teacher's
-    assert (psnr[("input, unchanged", "teacher")] < psnr[("teacher's smoothing only", "teacher")]
-            < psnr[("teacher without its lines", "teacher")])
+    assert (db[("input, unchanged", "teacher")] < db[("teacher's smoothing only", "teacher")]
+            < db[("teacher without its lines", "teacher")])
     assert 0 < budget["line_pixels"] < 0.5 and 0 < budget["line_error"] <= 1
     assert set(budget["per_photo"]) == {"astronaut", "rocket"}
     # a student that draws the teacher's image without its lines errs only on the line pixels
