@@ -1,6 +1,6 @@
 """Real photos and the teacher's before/after pairs for lesson 06, cached on disk.
 
-* **Photos** ship inside scikit-image (no download), split *by photo*: a
+* **Photos** ship inside scikit-image and matplotlib (no download), split *by photo*: a
   held-out photo never lends a crop to training. Oxford-IIIT Pet photos join
   the training photos when a user has downloaded them (opt-in, ``pets.py``).
 * **Samples** are random crops with flips and colour jitter; with probability
@@ -27,23 +27,32 @@ from torch.utils.data import Dataset
 
 from .effects import CartoonParams, cartoon
 
-TRAIN_PHOTOS = ("astronaut", "rocket", "motorcycle", "immunohistochemistry", "hubble_deep_field", "retina")
+TRAIN_PHOTOS = ("astronaut", "rocket", "motorcycle", "immunohistochemistry", "hubble_deep_field", "retina",
+                "grace_hopper")
 VAL_PHOTOS = ("chelsea", "coffee")
-"""scikit-image's bundled colour photos that load offline, split by photo. Held out: a cat
-and a cup of coffee, subjects no training photo shows."""
+"""The bundled colour photos that load offline, split by photo: scikit-image's, and matplotlib's
+portrait of Grace Hopper (its ``sample_data``). Held out: a cat and a cup of coffee, subjects
+no training photo shows."""
 MAX_SIDE = 512
 """Photos larger than this on their short side are shrunk to it, so a crop holds a scene, not a texture."""
 
 
 def load_photo(name: str) -> np.ndarray:
     """One bundled photo as ``(H, W, 3)`` float32 in [0, 1] (``"motorcycle"`` is the stereo pair's left view)."""
+    import matplotlib.cbook
+    import matplotlib.image
     import skimage.data
     from skimage.transform import rescale
     from skimage.util import img_as_float32
 
     if name not in TRAIN_PHOTOS + VAL_PHOTOS:
         raise ValueError(f"unknown photo {name!r}: use one of {TRAIN_PHOTOS + VAL_PHOTOS}")
-    image = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+    if name == "motorcycle":
+        image = skimage.data.stereo_motorcycle()[0]
+    elif name == "grace_hopper":
+        image = matplotlib.image.imread(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    else:
+        image = getattr(skimage.data, name)()
     image = img_as_float32(image[..., :3])
     short = min(image.shape[:2])
     if short > MAX_SIDE:
