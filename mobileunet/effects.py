@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 EFFECT_VERSION = 2
-"""2: the bilateral passes reflect the image at its border (1 padded with black). Bump when ``cartoon``'s code changes what it draws: cached teacher pairs carry it in their hash."""
+"""Bump when ``cartoon``'s code changes what it draws: cached teacher pairs carry it in their hash.
+2: the bilateral passes reflect the image at its border (1 padded with black)."""
 
 
 @dataclass(frozen=True)

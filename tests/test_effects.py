@@ -43,7 +43,8 @@ def test_cartoon_keeps_a_flat_image_flat_up_to_its_border():
     flat = np.empty((24, 24, 3), np.float32)
     flat[:] = (0.65, 0.4, 0.25)                                  # wood; black padding darkened such borders
     out = cartoon(flat, CartoonParams(n_smooth=2))
-    assert np.ptp(out.reshape(-1, 3), axis=0).max() < 1e-5, "the corners differ from the centre: the bilateral passes padded with black"
+    spread = np.ptp(out.reshape(-1, 3), axis=0).max()
+    assert spread < 1e-5, "the corners differ from the centre: the bilateral passes padded with black"
 
 
 def test_cartoon_rejects_bad_input():
