@@ -26,7 +26,6 @@ photos, and both models timed on the same 256x256 frame in the same run.
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -325,9 +324,19 @@ def speed_comparison(student: nn.Module, frame: torch.Tensor, params: CartoonPar
     The teacher (scikit-image's bilateral filter and friends) runs on one core,
     so by default the student does too: a like-for-like per-core speed-up.
 
-    The teacher runs ``repeats`` times, half before and half after the student's
-    rounds (``profile.measure_latency``, eager and ONNX Runtime when installed),
-    so a burst of load hits both. Rows: ``model``, ``runtime``, ``median_ms``, ``speed-up``.
+    The teacher is one more runner in ``profile.measure_latency``'s rounds:
+    each round runs the teacher once and the student once per runtime (eager,
+    and ONNX Runtime when installed), after two untimed warm-up calls each. On
+    a shared machine the teacher's time has moved by 2x within one process
+    (a first, cold call alone took twice as long), so timing it in separate
+    blocks before and after the student let load hit one side and not the
+    other. Rows: ``model``, ``runtime``, ``median_ms``, ``speed-up``, ``runs``.
+
+    Example:
+        >>> from mobileunet.models import effect_student
+        >>> rows = speed_comparison(effect_student(), torch.rand(3, 32, 32), repeats=1, runtimes=("eager",))
+        >>> [(r["model"], r["runtime"], r["runs"]) for r in rows]
+        [('teacher (cartoon effect)', 'scikit-image', 1), ('student', 'eager', 1)]
     """
     import importlib.util
 
@@ -340,24 +349,15 @@ def speed_comparison(student: nn.Module, frame: torch.Tensor, params: CartoonPar
     if runtimes is None:
         runtimes = ("eager", "onnxruntime") if importlib.util.find_spec("onnxruntime") else ("eager",)
     image = frame.permute(1, 2, 0).numpy()
-    teacher_ms = []
-
-    def time_teacher(n):
-        for _ in range(n):
-            t0 = time.perf_counter()
-            cartoon(image, params)
-            teacher_ms.append(1e3 * (time.perf_counter() - t0))
-
-    time_teacher((repeats + 1) // 2)
-    table = measure_latency({"student": student}, (1, *frame.shape), threads=(threads,),
-                            runtimes=runtimes, warmup=3, repeats=max(5, 3 * repeats))
-    time_teacher(repeats // 2)
-    teacher = float(np.median(teacher_ms))
-    rows = [{"model": "teacher (cartoon effect)", "runtime": "scikit-image", "median_ms": teacher,
-             "speed-up": 1.0}]
-    rows += [{"model": "student", "runtime": r["runtime"], "median_ms": r["median_ms"],
-              "speed-up": teacher / r["median_ms"]} for r in table.rows]
-    return rows
+    teacher = ("teacher (cartoon effect)", "scikit-image")
+    table = measure_latency({"student": student}, (1, *frame.shape), threads=(threads,), runtimes=runtimes,
+                            warmup=2, repeats=repeats,
+                            extra={teacher: lambda n: (lambda: cartoon(image, params))})
+    by_key = {(r["model"], r["runtime"]): r for r in table.rows}
+    teacher_ms = by_key[teacher]["median_ms"]
+    keys = [teacher] + [("student", rt) for rt in runtimes]
+    return [{"model": k[0], "runtime": k[1], "median_ms": by_key[k]["median_ms"],
+             "speed-up": teacher_ms / by_key[k]["median_ms"], "runs": by_key[k]["runs"]} for k in keys]
 
 
 # --- the command line: python -m mobileunet effect -----------------------------------------------

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mobileunet.effect_distill import (EffectConfig, PatchDiscriminator, RandomFeatures, distill_effect,
-                                       error_budget, evaluate_effect, perceptual_loss, perceptual_network)
+                                       error_budget, evaluate_effect, perceptual_loss, perceptual_network,
+                                       speed_comparison)
 from mobileunet.effects import CartoonParams, cartoon, soft_quantise
 from mobileunet.metrics import psnr, ssim
 from mobileunet.models import EffectStudent, effect_student
@@ -267,6 +268,19 @@ def test_error_budget_splits_the_error_between_smoothing_quantiser_and_lines():
         error_budget(_Copy(), pairs, {"n_smooth": 1})
     with pytest.raises(ValueError, match="empty"):
         error_budget(_Copy(), EffectPairs(x[:0], x[:0], [], {}), CHEAP)
+
+
+def test_speed_comparison_times_teacher_and_student_in_the_same_rounds():
+    rows = speed_comparison(effect_student(), torch.rand(3, 32, 32), CHEAP, repeats=3, runtimes=("eager",))
+    assert [(r["model"], r["runtime"]) for r in rows] == [("teacher (cartoon effect)", "scikit-image"),
+                                                          ("student", "eager")]
+    assert [r["runs"] for r in rows] == [3, 3]                   # one teacher call per round, as the student
+    assert rows[0]["speed-up"] == 1.0
+    assert rows[1]["speed-up"] == pytest.approx(rows[0]["median_ms"] / rows[1]["median_ms"])
+    with pytest.raises(ValueError, match=r"one \(3, H, W\) image"):
+        speed_comparison(effect_student(), torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="threads=0"):
+        speed_comparison(effect_student(), torch.rand(3, 32, 32), threads=0)
 
 
 def test_wipe_explorer_redraws_when_the_slider_moves():
