@@ -178,7 +178,7 @@ def test_full_res_skip_feeds_the_input_to_the_last_stage_and_rebuilds_from_its_c
     model = effect_student().eval()
     assert model.config["full_res_skip"] is True
     last = model.decoder.blocks[-1]
-    assert last.skip_ch == 3 and last.in_ch + last.skip_ch == 16 + 3
+    assert last.skip_ch == 3 and last.in_ch + last.skip_ch == 8 + 3          # stride-2 stage + RGB
     seen = {}
     last.register_forward_pre_hook(lambda mod, args: seen.update(skip=args[1]))
     x = torch.rand(2, 3, 67, 90)                                  # odd sizes work
