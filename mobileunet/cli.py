@@ -101,6 +101,14 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+def _shift(text: str) -> int:
+    from .data import MAX_EDGE_SHIFT
+    value = _int(text)
+    if not 0 <= value <= MAX_EDGE_SHIFT:
+        raise argparse.ArgumentTypeError(f"{value} must be a whole number of pixels from 0 to {MAX_EDGE_SHIFT}")
+    return value
+
+
 def _hint(text: str) -> tuple[str, str]:
     teacher, sep, student = text.partition(":")
     if not sep or not teacher or not student:
@@ -159,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hint-loss", choices=HINT_LOSSES, default="mse", help="hint loss (default: mse)")
     g.add_argument("--unlabelled", type=_nonneg_int, default=0, metavar="N",
                    help="extra unlabelled images the teacher labels and the student trains on")
+    g.add_argument("--teacher-whole-images", action="store_true",
+                   help="soft targets from one teacher pass over each whole training image, cropped with "
+                        "it (about twice as fast a step; no --hint)")
+    g.add_argument("--scratch", type=Path, default=None, metavar="RUN.pt",
+                   help="a scratch run of the same budget (from train): report the share of the "
+                        "scratch-to-teacher IoU gap this student closes, from the two manifests")
     _add_run_args(p)
     p.set_defaults(func=cmd_distill)
 
@@ -182,6 +196,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-val", type=_positive_int, metavar="N", default=60, help="validation images (default: %(default)s)")
     g.add_argument("--size", type=_positive_int, metavar="PX", default=128, help="image side in pixels (default: %(default)s)")
     g.add_argument("--data-seed", type=int, metavar="SEED", default=0, help="seed of the generated data (default: %(default)s)")
+    g = p.add_argument_group("label noise (lesson 05's regimes; all off by default: clean labels)")
+    g.add_argument("--label-miss", type=_fraction, metavar="P", default=0.0,
+                   help="leave each cell out of the training masks with probability P, 0..1")
+    g.add_argument("--label-dilate", type=_shift, metavar="PX", default=0,
+                   help="grow each kept cell's outline by 0..PX pixels (fills the gaps between cells)")
+    g.add_argument("--label-erode", type=_shift, metavar="PX", default=0,
+                   help="shrink each kept cell's outline by 0..PX pixels")
+    g.add_argument("--label-seed", type=int, metavar="SEED", default=0, help="seed of the label noise (default: %(default)s)")
     g = p.add_argument_group("training budget")
     g.add_argument("--steps", type=_positive_int, metavar="N", default=300, help="optimiser steps (default: %(default)s)")
     g.add_argument("--batch-size", type=_positive_int, metavar="N", default=8, help="(default: %(default)s)")
@@ -280,8 +302,24 @@ def cmd_distill(args) -> int:
                          f"e.g. --hint ups.2:decoder.blocks.3")
     if args.hint and hint_weight == 0:
         raise ValueError("--hint-weight 0 would ignore the --hint pairs: drop them or give a weight > 0")
-    data = _data(args)
     teacher_path = args.teacher or _shipped("unet_teacher_cells.pt")
+    scratch = None
+    if args.scratch is not None:
+        scratch = read_manifest(args.scratch)
+        if scratch is None:
+            raise ValueError(f"--scratch {args.scratch}: no manifest {manifest_path(args.scratch)} beside it; "
+                             f"give a checkpoint written by 'python -m mobileunet train'")
+        teacher_manifest = read_manifest(teacher_path)
+        if teacher_manifest is None:
+            raise ValueError(f"--scratch needs the teacher's manifest too: none at {manifest_path(teacher_path)}")
+        for name, m in (("--scratch", scratch), ("the teacher", teacher_manifest)):
+            if m.get("data", {}).get("val") != {"split": "val", "n": args.n_val, "size": args.size,
+                                                 "seed": args.data_seed}:
+                raise ValueError(f"{name}'s manifest was scored on another validation split "
+                                 f"({m.get('data', {}).get('val')}): use the same --n-val, --size, --data-seed")
+        scratch = {"file": str(args.scratch), "iou": scratch["metrics"]["iou"],
+                   "teacher_iou": teacher_manifest["metrics"]["iou"]}
+    data = _data(args)
     teacher, _ = load_checkpoint(teacher_path)
     unlabelled = None
     if args.unlabelled:
@@ -294,10 +332,23 @@ def cmd_distill(args) -> int:
                         soft_loss={"kl": soft_target_kl, "weighted_kl": weighted_soft_target_kl,
                                    "logit_mse": logit_mse}[args.soft_loss],
                         hints=tuple(args.hint), hint_weight=hint_weight,
-                        hint_loss={"mse": hint_mse, "cosine": hint_cosine}[args.hint_loss])
+                        hint_loss={"mse": hint_mse, "cosine": hint_cosine}[args.hint_loss],
+                        teacher_on_whole_images=args.teacher_whole_images)
     hist = distill(student, teacher, data["train"], data["val"], cfg, unlabelled=unlabelled)
     teacher_info = {"file": str(teacher_path), "sha256": sha256(teacher_path)}
-    _finish(args, student, hist, data, {"builder": args.student, "teacher": teacher_info})
+    manifest = _finish(args, student, hist, data, {"builder": args.student, "teacher": teacher_info})
+    if scratch is not None:
+        from .metrics import gap_closed
+        if scratch["teacher_iou"] > scratch["iou"]:
+            share = gap_closed(manifest["metrics"]["iou"], scratch["iou"], scratch["teacher_iou"])
+            print(f"closes {share:.0%} of the IoU gap from scratch ({scratch['iou']:.4f}, {args.scratch}) "
+                  f"to the teacher ({scratch['teacher_iou']:.4f})")
+        else:
+            share = None
+            print(f"no gap to close: the scratch run ({scratch['iou']:.4f}) scores at least the teacher's "
+                  f"IoU ({scratch['teacher_iou']:.4f})")
+        manifest["gap_closed"] = {**scratch, "share": share}
+        write_manifest(args.out, manifest)
     return 0
 
 
@@ -360,6 +411,10 @@ def _data(args) -> dict:
     spec = {"dataset": "cells (mobileunet.data.CellsDataset, generated)",
             "train": {"split": "train", "n": args.n_train, "size": args.size, "seed": args.data_seed},
             "val": {"split": "val", "n": args.n_val, "size": args.size, "seed": args.data_seed}}
+    if args.label_miss or args.label_dilate or args.label_erode:
+        from .data import NoisyLabels
+        train_set = NoisyLabels(train_set, args.label_miss, args.label_dilate, args.label_erode, args.label_seed)
+        spec["train"]["label_noise"] = train_set.noise
     return {"train": train_set, "val": val_set, "spec": spec}
 
 
@@ -372,8 +427,8 @@ def _budget(args, desc: str) -> dict:
                 eval_every=args.eval_every, seed=args.seed, device=args.device, desc=desc)
 
 
-def _finish(args, model, hist: dict, data: dict, model_info: dict) -> None:
-    """Save the checkpoint as ``--store-dtype``, score it as stored, write the manifest."""
+def _finish(args, model, hist: dict, data: dict, model_info: dict) -> dict:
+    """Save the checkpoint as ``--store-dtype``, score it as stored, write the manifest; returns it."""
     import torch
 
     from . import __version__
@@ -422,6 +477,7 @@ def _finish(args, model, hist: dict, data: dict, model_info: dict) -> None:
     print(f"wrote {args.out} ({manifest['checkpoint']['bytes'] / 1e6:.1f} MB, {args.store_dtype}) and "
           f"{path.name}: val IoU {metrics['iou']:.4f}, Dice {metrics['dice']:.4f}, "
           f"instance F1 {metrics.get('instance_f1', float('nan')):.4f}")
+    return manifest
 
 
 def manifest_path(checkpoint: str | Path) -> Path:

@@ -153,3 +153,95 @@ def cells_splits(n_train: int, n_val: int, size: int = 128,
                  seed: int = 0) -> tuple[CellsDataset, CellsDataset]:
     """The course's fixed train/val split of the cells data."""
     return CellsDataset("train", n_train, size, seed), CellsDataset("val", n_val, size, seed)
+
+
+# --- labels as hurried annotators draw them (lesson 05) ------------------------------------------
+
+MAX_EDGE_SHIFT = 8
+"""Largest ``dilate``/``erode`` in pixels: beyond it a cell's outline says little about the cell."""
+
+
+def corrupt_labels(labels: np.ndarray, rng: np.random.Generator, miss: float = 0.3,
+                   dilate: int = 2, erode: int = 0) -> np.ndarray:
+    """One label image redrawn the way hurried annotators draw it: cells missed, outlines off.
+
+    Each cell is left out with probability ``miss``; each kept cell's outline
+    moves by a whole number of pixels drawn uniformly from ``-erode..dilate``
+    (positive grows it, negative shrinks it). A grown cell takes background
+    pixels, so the narrow gaps between touching cells fill in; where two grown
+    cells meet, the cell with the lower id keeps the pixel. The ids of the
+    kept cells are unchanged, so ``border_weight_map`` works on the result.
+
+    Example:
+        >>> lab = np.zeros((9, 9), np.int32); lab[3:6, 3:6] = 1
+        >>> int((corrupt_labels(lab, np.random.default_rng(0), miss=0.0, dilate=1, erode=1) > 0).sum()) in (1, 9, 25)
+        True
+    """
+    check_label_noise(miss, dilate, erode)
+    out = np.zeros_like(labels)
+    disk = ndimage.generate_binary_structure(2, 1)
+    for k in (int(k) for k in np.unique(labels) if k > 0):
+        keep, shift = rng.random() >= miss, int(rng.integers(-erode, dilate + 1))
+        if not keep:
+            continue
+        cell = labels == k
+        if shift > 0:
+            cell = ndimage.binary_dilation(cell, disk, iterations=shift)
+        elif shift < 0:
+            cell = ndimage.binary_erosion(cell, disk, iterations=-shift)
+        out = np.where(cell & (out == 0), k, out)
+    return out.astype(labels.dtype)
+
+
+def check_label_noise(miss: float, dilate: int, erode: int) -> None:
+    """Raise ``ValueError`` naming the bad rate or shift of ``corrupt_labels``."""
+    if isinstance(miss, bool) or not isinstance(miss, (int, float)) or not 0.0 <= miss <= 1.0:
+        raise ValueError(f"miss={miss!r}: the share of cells left out must be a number from 0 to 1 "
+                         f"(0.3 leaves out about a third)")
+    for name, value in (("dilate", dilate), ("erode", erode)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                or not 0 <= value <= MAX_EDGE_SHIFT:
+            raise ValueError(f"{name}={value!r}: give whole pixels from 0 to {MAX_EDGE_SHIFT} "
+                             f"(2 moves an outline by up to 2 px)")
+
+
+class NoisyLabels(Dataset):
+    """A cells split whose masks were drawn badly (``corrupt_labels``); the images are untouched.
+
+    ``images`` are the clean split's; ``masks``, ``weights`` and ``labels`` are
+    recomputed from the corrupted cell ids, so the border weight map stresses
+    the gaps the annotator drew, not the true ones. ``true_masks`` keeps the
+    clean masks for grading the labels. Seeded by ``seed``: the same
+    arguments give the same labels on every machine.
+
+    Args:
+        clean: a ``CellsDataset`` split to corrupt.
+        miss: share of cells left out of the masks, 0..1.
+        dilate, erode: the largest outline shift outwards / inwards, whole pixels.
+        seed: seed of the corruption (not of the images).
+
+    Example:
+        >>> noisy = NoisyLabels(CellsDataset("train", n=2, size=64), miss=0.3, dilate=2)
+        >>> len(noisy), tuple(noisy[0][1].shape)
+        (2, (1, 64, 64))
+    """
+
+    def __init__(self, clean: "CellsDataset", miss: float = 0.3, dilate: int = 2, erode: int = 0,
+                 seed: int = 0):
+        check_label_noise(miss, dilate, erode)
+        if not isinstance(getattr(clean, "labels", None), torch.Tensor):
+            raise TypeError(f"clean must be a CellsDataset (it needs cell ids in .labels), got "
+                            f"{type(clean).__name__}")
+        rng = np.random.default_rng([seed, 7])
+        labels = [corrupt_labels(lab[0].numpy(), rng, miss, dilate, erode) for lab in clean.labels]
+        self.images, self.true_masks = clean.images, clean.masks
+        self.labels = torch.from_numpy(np.stack(labels))[:, None]
+        self.masks = (self.labels > 0).float()
+        self.weights = torch.from_numpy(np.stack([border_weight_map(lab) for lab in labels]))[:, None]
+        self.noise = {"miss": float(miss), "dilate": int(dilate), "erode": int(erode), "seed": int(seed)}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.images[i], self.masks[i], self.weights[i]

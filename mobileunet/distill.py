@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from .data import border_weight_map
-from .train import TrainConfig, _unpack, fit, predict
+from .train import TrainConfig, fit, predict, unpack_batch
 
 SoftLoss = Callable[[torch.Tensor, torch.Tensor, float, torch.Tensor], torch.Tensor]
 """``soft_loss(student_logits, teacher_logits, temperature, weight) -> loss``; ``weight`` is
@@ -249,13 +249,23 @@ class TeacherLabelled(Dataset):
         threshold: probability above which the teacher's pixel counts as cell.
     """
 
-    def __init__(self, teacher: nn.Module, images: torch.Tensor, threshold: float = 0.5):
+    def __init__(self, teacher: nn.Module | None, images: torch.Tensor, threshold: float = 0.5,
+                 logits: torch.Tensor | None = None):
         self.images = images
-        self.probs = predict(teacher, images)                           # (N, 1, H, W)
+        self.logits = teacher_logits(teacher, images) if logits is None else logits   # (N, 1, H, W)
+        if self.logits.shape[0] != len(images) or self.logits.shape[-2:] != images.shape[-2:]:
+            raise ValueError(f"logits {tuple(self.logits.shape)} do not match images {tuple(images.shape)}: "
+                             f"give one (1, H, W) logit map per image")
+        self.probs = torch.sigmoid(self.logits)
         self.masks = (self.probs > threshold).float()
         labels = [ndimage.label(m[0].numpy())[0] for m in self.masks]
         self.labels = torch.from_numpy(np.stack(labels).astype(np.int32))[:, None]
         self.weights = torch.from_numpy(np.stack([border_weight_map(lab) for lab in labels]))[:, None]
+
+    @classmethod
+    def from_logits(cls, images: torch.Tensor, logits: torch.Tensor, threshold: float = 0.5) -> "TeacherLabelled":
+        """The same, from teacher logits computed before (``teacher_logits``)."""
+        return cls(None, images, threshold, logits=logits)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -264,9 +274,38 @@ class TeacherLabelled(Dataset):
         return self.images[i], self.masks[i], self.weights[i]
 
 
+class WithTeacherLogits(Dataset):
+    """A ``(image, mask, weight)`` dataset with the teacher's logits as a fourth tensor.
+
+    Made by ``distill`` when ``DistillConfig.teacher_on_whole_images`` is set:
+    the teacher sees each whole image once, and training crops and flips its
+    logits with the image, instead of running the teacher on every crop.
+    """
+
+    def __init__(self, dataset: Dataset, logits: torch.Tensor):
+        if len(logits) != len(dataset):
+            raise ValueError(f"{len(logits)} teacher logit maps for {len(dataset)} images: give one per image")
+        self.dataset, self.logits = dataset, logits
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return (*unpack_batch(self.dataset[i])[:3], self.logits[i])
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """The teacher's raw logits for a stack of whole images, in eval mode, on the CPU."""
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    return torch.cat([teacher(images[i:i + batch_size].to(device)).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
 def images_of(dataset: Dataset, batch_size: int = 64) -> torch.Tensor:
     """Every image of a dataset stacked into one ``(N, C, H, W)`` tensor, labels dropped."""
-    return torch.cat([_unpack(b)[0] if isinstance(b, (list, tuple)) else b
+    return torch.cat([unpack_batch(b)[0] if isinstance(b, (list, tuple)) else b
                       for b in DataLoader(dataset, batch_size=batch_size)])
 
 
@@ -288,6 +327,12 @@ class DistillConfig(TrainConfig):
         hints: ``(teacher_module, student_module)`` name pairs, e.g. ``CELLS_HINTS``.
         hint_weight: weight of the hint term (0 = off; needs ``hints``).
         hint_loss: ``hint_mse`` (default) or ``hint_cosine``.
+        teacher_on_whole_images: the teacher's soft targets come from one pass over
+            each *whole* training image before training, cropped and flipped with
+            the image (``WithTeacherLogits``), instead of a teacher pass on every
+            training crop. About half the time of a step, and the teacher sees
+            more context at a crop's edges. Soft targets only (hints need the
+            teacher's features of the very crop).
     """
     soft_weight: float = 0.0
     temperature: float = 4.0
@@ -295,6 +340,7 @@ class DistillConfig(TrainConfig):
     hints: tuple[tuple[str, str], ...] = ()
     hint_weight: float = 0.0
     hint_loss: HintLoss = hint_mse
+    teacher_on_whole_images: bool = False
     desc: str = "distill"
 
     def __post_init__(self):
@@ -317,6 +363,13 @@ class DistillConfig(TrainConfig):
         if self.hints and self.hint_weight == 0:
             raise ValueError(f"DistillConfig.hints={self.hints} with hint_weight=0 would be ignored: "
                              f"set hint_weight > 0 (e.g. 1.0) or drop the hints")
+        if not isinstance(self.teacher_on_whole_images, bool):
+            raise TypeError(f"DistillConfig.teacher_on_whole_images={self.teacher_on_whole_images!r}: "
+                            f"give True or False")
+        if self.teacher_on_whole_images and self.hints:
+            raise ValueError("DistillConfig.teacher_on_whole_images=True works for soft targets only: "
+                             "feature hints need the teacher's features of each training crop; drop the "
+                             "hints or set teacher_on_whole_images=False")
         for name, fn in (("soft_loss", self.soft_loss), ("hint_loss", self.hint_loss)):
             if not callable(fn):
                 raise TypeError(f"DistillConfig.{name} must be a function, got {fn!r}: use e.g. "
@@ -360,27 +413,37 @@ def distill(student: nn.Module, teacher: nn.Module, train_set: Dataset, val_set:
     device = torch.device(cfg.device)
     teacher = teacher.to(device).eval()
     n_extra = 0
+    extra = None
     if unlabelled is not None:
         extra = (unlabelled if isinstance(unlabelled, TeacherLabelled)
                  else TeacherLabelled(teacher, images_of(unlabelled)))
-        train_set, n_extra = ConcatDataset([train_set, extra]), len(extra)
+        n_extra = len(extra)
+    if cfg.teacher_on_whole_images and cfg.soft_weight > 0:
+        train_set = WithTeacherLogits(train_set, teacher_logits(teacher, images_of(train_set)))
+        if extra is not None:
+            extra = WithTeacherLogits(extra, extra.logits)
+    if extra is not None:
+        train_set = ConcatDataset([train_set, extra])
     t_names, s_names = [t for t, _ in cfg.hints], [s for _, s in cfg.hints]
     adapters = None
     if cfg.hints:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)                    # adapters start the same in every run
-            sample = _unpack(train_set[0])[0][None].to(device)
+            sample = unpack_batch(train_set[0])[0][None].to(device)
             adapters = hint_adapters(student.to(device), teacher, cfg.hints, sample).to(device)
     use_teacher = cfg.soft_weight > 0 or bool(cfg.hints)
 
-    def step_loss(model, image, mask, weight):
+    def step_loss(model, image, mask, weight, cached_logits=None):
         with FeatureTap(model, s_names, "student") as s_tap:
             logits = model(image)
         hard = cfg.loss(logits, mask, weight)
         loss, parts = (1 - cfg.soft_weight) * hard, {"hard": hard.item()}
-        if use_teacher:
+        if cached_logits is not None:
+            t_logits = cached_logits
+        elif use_teacher:
             with torch.no_grad(), FeatureTap(teacher, t_names, "teacher") as t_tap:
                 t_logits = teacher(image)
+        if use_teacher:
             if cfg.soft_weight > 0:
                 soft = cfg.soft_loss(logits, t_logits, cfg.temperature, weight)
                 loss = loss + cfg.soft_weight * soft
@@ -395,6 +458,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_set: Dataset, val_set:
     notes = {"teacher": type(teacher).__name__, "soft_weight": cfg.soft_weight,
              "temperature": cfg.temperature, "soft_loss": cfg.soft_loss.__name__,
              "hints": [list(p) for p in cfg.hints], "hint_weight": cfg.hint_weight,
-             "hint_loss": cfg.hint_loss.__name__, "teacher_labelled": n_extra}
+             "hint_loss": cfg.hint_loss.__name__, "teacher_labelled": n_extra,
+             "teacher_on_whole_images": cfg.teacher_on_whole_images}
     extra_params = list(adapters.parameters()) if adapters is not None else None
     return fit(student, train_set, val_set, cfg, step_loss, extra_params=extra_params, notes=notes)

@@ -28,11 +28,13 @@ from torch.utils.data import Dataset
 from .effects import CartoonParams, cartoon
 
 TRAIN_PHOTOS = ("astronaut", "rocket", "motorcycle", "immunohistochemistry", "hubble_deep_field", "retina",
-                "grace_hopper")
+                "grace_hopper", "china", "flower")
 VAL_PHOTOS = ("chelsea", "coffee")
-"""The bundled colour photos that load offline, split by photo: scikit-image's, and matplotlib's
-portrait of Grace Hopper (its ``sample_data``). Held out: a cat and a cup of coffee, subjects
-no training photo shows."""
+"""The bundled colour photos that load offline, split by photo: scikit-image's, matplotlib's
+portrait of Grace Hopper (its ``sample_data``) and scikit-learn's two sample photos (a temple
+in China and a flower, ``sklearn.datasets.load_sample_image``; CC BY 2.0). Held out: a cat
+and a cup of coffee, subjects no training photo shows. ``data/README.md`` lists their sources
+and licences."""
 MAX_SIDE = 512
 """Photos larger than this on their short side are shrunk to it, so a crop holds a scene, not a texture."""
 
@@ -49,6 +51,9 @@ def load_photo(name: str) -> np.ndarray:
         raise ValueError(f"unknown photo {name!r}: use one of {TRAIN_PHOTOS + VAL_PHOTOS}")
     if name == "motorcycle":
         image = skimage.data.stereo_motorcycle()[0]
+    elif name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+        image = load_sample_image(f"{name}.jpg")
     elif name == "grace_hopper":
         image = matplotlib.image.imread(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     else:
@@ -77,13 +82,58 @@ def pet_photos(n: int, root: str | Path | None = None) -> dict[str, np.ndarray]:
     return out
 
 
-def photo_set(split: str, extra_pets: int = 0) -> dict[str, np.ndarray]:
-    """``{name: photo}`` of a split: ``"train"`` (plus up to ``extra_pets`` pet photos) or ``"val"``."""
+def dead_leaves(size: int = 384, seed: int = 0, n_shapes: int = 500) -> np.ndarray:
+    """A procedural image with photo-like statistics: the dead-leaves model, ``(size, size, 3)`` in [0, 1].
+
+    Discs and rectangles fall on top of one another, each hiding what lies
+    under it, with radii drawn from a power law (density ~ r^-3, scale
+    invariant like natural images; Lee, Mumford & Huang 2001). Each shape has
+    its own colour, a linear shading and a fine noise texture, so the picture
+    has flat regions, textured regions and sharp occluding edges: what an
+    edge-preserving effect acts on. Used to train image-to-image students in
+    place of photos (Achddou, Gousseau & Ladjal, "Synthetic images as a
+    regularity prior for image restoration neural networks", 2021).
+    """
+    rng = np.random.default_rng([seed, 11])
+    rmin, rmax = 4.0, size / 3
+    u = rng.random(n_shapes)
+    radii = 1 / np.sqrt(u / rmin**2 + (1 - u) / rmax**2)         # inverse CDF of density ~ r^-3 on [rmin, rmax]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    image = np.full((size, size, 3), rng.random(3), np.float32)
+    for r in np.sort(radii)[::-1]:                                 # big ones first, small ones on top
+        cy, cx = rng.uniform(-r, size + r, 2)
+        if rng.random() < 0.5:
+            inside = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        else:
+            a, h = rng.uniform(0, np.pi), rng.uniform(0.3, 1.0)
+            u_, v_ = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a), -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+            inside = (np.abs(u_) < r) & (np.abs(v_) < r * h)
+        if not inside.any():
+            continue
+        grey = rng.random() ** 1.3                                 # more dark shapes than bright, as in photos
+        colour = np.clip(grey + rng.uniform(0.1, 0.6) * (rng.random(3) - 0.5), 0, 1)   # muted colours
+        gy, gx = rng.normal(0, 0.3 / max(r, 1), 2)
+        shade = 1 + gy * (yy[inside] - cy) + gx * (xx[inside] - cx)
+        texture = rng.normal(0, rng.uniform(0, 0.06), inside.sum())
+        image[inside] = colour * shade[:, None] + texture[:, None]
+    from scipy.ndimage import gaussian_filter
+    image = gaussian_filter(image, sigma=(0.7, 0.7, 0))           # a lens: no edge is one pixel sharp
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def photo_set(split: str, extra_pets: int = 0, dead_leaves_images: int = 0) -> dict[str, np.ndarray]:
+    """``{name: photo}`` of a split: ``"train"`` or ``"val"``.
+
+    Training can add up to ``extra_pets`` Oxford-IIIT Pet photos (if downloaded)
+    and ``dead_leaves_images`` procedural images (``dead_leaves``, named
+    ``dead_leaves:0``, ...). The held-out split is always the same two photos.
+    """
     if split not in ("train", "val"):
         raise ValueError(f"split={split!r}: use 'train' or 'val'")
     photos = {name: load_photo(name) for name in (TRAIN_PHOTOS if split == "train" else VAL_PHOTOS)}
     if split == "train":
         photos.update(pet_photos(extra_pets))
+        photos.update({f"dead_leaves:{i}": dead_leaves(seed=i) for i in range(dead_leaves_images)})
     return photos
 
 
@@ -186,10 +236,18 @@ class PairSpec:
     occlusion: float = 0.5
     jitter: float = 0.2
     extra_pets: int = 0
+    dead_leaves: int = 0
 
     def __post_init__(self):
         if self.split not in ("train", "val"):
             raise ValueError(f"PairSpec.split={self.split!r}: use 'train' or 'val'")
+        if self.split == "val" and (self.extra_pets or self.dead_leaves):
+            raise ValueError("PairSpec: the held-out split is the bundled photos only; extra_pets and "
+                             "dead_leaves add training images")
+        for name in ("extra_pets", "dead_leaves"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10_000:
+                raise ValueError(f"PairSpec.{name}={value!r}: give a whole number of images, 0 to 10000")
         for name in ("n", "size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -247,7 +305,7 @@ def teacher_pairs(spec: PairSpec, params: CartoonParams | None = None, cache_dir
     from .env import data_dir
 
     params = params or CartoonParams()
-    photos = photo_set(spec.split, spec.extra_pets)
+    photos = photo_set(spec.split, spec.extra_pets, spec.dead_leaves)
     manifest = pair_manifest(spec, params, photos)
     cache = Path(cache_dir) if cache_dir is not None else data_dir() / "cache"
     stem = cache / f"effect_pairs_{spec.split}_{manifest['hash']}"

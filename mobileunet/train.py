@@ -89,9 +89,14 @@ def batches(dataset: Dataset, batch_size: int, generator: torch.Generator):
                               drop_last=True, generator=generator)
 
 
-def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if len(batch) == 3:
-        return batch
+def unpack_batch(batch) -> tuple[torch.Tensor, ...]:
+    """``(image, mask, weight, *extra)`` from a batch; an ``(image, mask)`` batch gets weight 1.
+
+    Extra tensors (distillation's cached teacher logits) are cropped and
+    flipped with the image and passed on to the step's loss.
+    """
+    if len(batch) >= 3:
+        return tuple(batch)
     image, mask = batch
     return image, mask, torch.ones_like(mask)
 
@@ -115,7 +120,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16) -> dict[s
     """
     images, masks = [], []
     for batch in DataLoader(dataset, batch_size=batch_size):
-        image, mask, _ = _unpack(batch)
+        image, mask = unpack_batch(batch)[:2]
         images.append(image)
         masks.append(mask)
     probs = predict(model, torch.cat(images), batch_size)
@@ -126,9 +131,9 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16) -> dict[s
     return scores
 
 
-StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor],
-                    tuple[torch.Tensor, dict[str, float]]]
-"""``step_loss(model, image, mask, weight) -> (loss, parts)``: one step's loss and its named terms."""
+StepLoss = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+"""``step_loss(model, image, mask, weight, *extra) -> (loss, parts)``: one step's loss and its named
+terms; ``extra`` are the batch's tensors after the weight (see ``unpack_batch``)."""
 
 
 def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig) -> dict:
@@ -171,13 +176,12 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     bar = tqdm(range(1, cfg.steps + 1), desc=cfg.desc, leave=True)
     for step in bar:
         model.train()
-        image, mask, weight = _unpack(next(data))
+        tensors = unpack_batch(next(data))
         if cfg.crop is not None:
-            image, mask, weight = random_crop((image, mask, weight), cfg.crop, gen)
+            tensors = random_crop(tensors, cfg.crop, gen)
         if cfg.augment is not None:
-            image, mask, weight = cfg.augment(image, mask, weight, generator=gen)
-        image, mask, weight = image.to(device), mask.to(device), weight.to(device)
-        loss, parts = step_loss(model, image, mask, weight)
+            tensors = cfg.augment(*tensors, generator=gen)
+        loss, parts = step_loss(model, *(t.to(device) for t in tensors))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
