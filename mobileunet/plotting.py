@@ -236,3 +236,41 @@ def wipe_image(left, right, position: float = 0.5, line: float = 1.0) -> np.ndar
     if 0 < x < a.shape[1]:
         out[:, x] = line
     return out
+
+
+def plot_regime_map(rows: Sequence[dict], summary: Sequence[dict], teacher: dict):
+    """Lesson 05's map: per regime, the share of the IoU gap distillation closed, and instance F1 per seed.
+
+    ``rows`` are ``regimes.run_jobs``'s runs, ``summary`` its ``regimes.summarise``
+    rows (their ``regime``, ``recipe`` and ``steps`` pick what is drawn: every
+    ``scratch`` / ``distilled`` pair at one step count), ``teacher`` the
+    teacher's scores (``iou``, ``instance_f1``). Bars are the mean over seeds,
+    whiskers the smallest and largest seed; dots are the seeds.
+    """
+    import matplotlib.pyplot as plt
+
+    dist = [s for s in summary if s["recipe"] == "distilled" and "gap closed" in s]
+    regimes = [s["regime"] for s in dist]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.5, 3.3))
+    means = [s["gap closed"] for s in dist]
+    err = [[m - s["gap closed min"] for m, s in zip(means, dist)],
+           [s["gap closed max"] - m for m, s in zip(means, dist)]]
+    ax1.bar(range(len(dist)), means, yerr=err, capsize=4, color="tab:green", alpha=0.8)
+    ax1.axhline(0, color="k", lw=0.8)
+    ax1.axhline(0.5, color="k", lw=0.8, ls=":")
+    ax1.text(len(dist) - 0.5, 0.5, " half the gap", va="bottom", ha="right", fontsize=7)
+    ax1.set_xticks(range(len(dist)), regimes, fontsize=8)
+    ax1.set(ylabel="share of the IoU gap closed", title="IoU: scratch -> distilled, as a share of the gap to the teacher")
+    for i, s in enumerate(dist):
+        for recipe, dx, colour in (("scratch", -0.15, "tab:grey"), ("distilled", 0.15, "tab:green")):
+            f1 = [r["instance_f1"] for r in rows
+                  if (r["regime"], r["recipe"], r["steps"]) == (s["regime"], recipe, s["steps"])]
+            ax2.scatter([i + dx] * len(f1), f1, color=colour, s=18, label=recipe if i == 0 else None, zorder=3)
+    ax2.axhline(teacher["instance_f1"], color="tab:blue", lw=1, ls="--", label="teacher")
+    ax2.set_xticks(range(len(dist)), regimes, fontsize=8)
+    ax2.set(ylabel="instance F1 (one dot per seed)", title="are touching cells kept apart?")
+    ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):
+        ax.title.set_fontsize(9)
+    fig.tight_layout()
+    return fig

@@ -30,7 +30,8 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from .data import CellsDataset, NoisyLabels, check_label_noise
-from .distill import DistillConfig, TeacherLabelled, WithTeacherLogits, distill, soft_target_kl, teacher_logits
+from .distill import (DistillConfig, TeacherLabelled, WithTeacherLogits, distill, soft_target_kl,
+                      teacher_logits, weighted_soft_target_kl)
 from .losses import weighted_bce_loss
 from .metrics import gap_closed
 from .train import evaluate
@@ -72,18 +73,29 @@ REGIMES = (
 than the labels."""
 
 
+SOFT_LOSSES = {"kl": soft_target_kl, "weighted_kl": weighted_soft_target_kl}
+
+
 @dataclass(frozen=True)
 class Job:
-    """One training run: a regime, scratch or distilled, a seed, a budget, the teacher's terms."""
+    """One training run: a regime, scratch or distilled, a seed, a budget, the teacher's terms.
+
+    ``soft_loss`` is ``"weighted_kl"`` (``distill.weighted_soft_target_kl``,
+    pixels weighted by the training labels' border weight map, the default) or
+    ``"kl"`` (``distill.soft_target_kl``, every pixel alike). ``keep=True``
+    returns the trained student's weights in the row (``state_dict``).
+    """
     regime: Regime
     distilled: bool
     seed: int = 0
     steps: int = 600
     soft_weight: float = 0.9
     temperature: float = 2.0
+    soft_loss: str = "weighted_kl"
     label: str = ""
     batch_size: int = 8
     crop: int = 64
+    keep: bool = False
 
     @property
     def recipe(self) -> str:
@@ -97,14 +109,17 @@ class Shared:
     val: CellsDataset
     logits: torch.Tensor                      # (N, 1, H, W): the teacher on each whole training image
     teacher_iou: float
-    teacher_state: dict = field(repr=False)   # arch, config, state_dict: the teacher itself, for labels
+    teacher_state: dict = field(repr=False)   # arch, config, state_dict: the teacher itself
+    teacher_labels: TeacherLabelled = field(repr=False)   # its masks and weight maps of the same images
 
 
 def shared_data(teacher: torch.nn.Module, train: CellsDataset, val: CellsDataset) -> Shared:
-    """Score the teacher and compute its logits on every training image, once for all runs."""
-    return Shared(train, val, teacher_logits(teacher, train.images), evaluate(teacher, val)["iou"],
+    """Score the teacher and label every training image with it (logits, masks, weights), once for all runs."""
+    logits = teacher_logits(teacher, train.images)
+    return Shared(train, val, logits, evaluate(teacher, val)["iou"],
                   {"arch": type(teacher).__name__, "config": dict(teacher.config),
-                   "state_dict": {k: v.detach().cpu() for k, v in teacher.state_dict().items()}})
+                   "state_dict": {k: v.detach().cpu() for k, v in teacher.state_dict().items()}},
+                  TeacherLabelled.from_logits(train.images, logits))
 
 
 def regime_sets(regime: Regime, shared: Shared, seed: int = 0) -> tuple[Dataset, Dataset | None]:
@@ -147,20 +162,21 @@ def run_job(job: Job, shared: Shared) -> dict:
     cfg = DistillConfig(steps=job.steps, batch_size=job.batch_size, crop=job.crop, loss=weighted_bce_loss,
                         eval_every=job.steps, seed=job.seed, desc=f"{job.regime.name}: {job.recipe}",
                         soft_weight=job.soft_weight if job.distilled else 0.0, temperature=job.temperature,
-                        soft_loss=soft_target_kl)
+                        soft_loss=SOFT_LOSSES[job.soft_loss])
     teacher = _teacher(shared)
     idx = list(getattr(labelled, "indices", range(len(labelled))))
     if job.distilled:
         labelled = WithTeacherLogits(labelled, shared.logits[idx])
     if job.distilled and pool is not None:
-        images = shared.train.images[list(pool)]
-        extra = TeacherLabelled.from_logits(images, shared.logits[list(pool)])
-        labelled = ConcatDataset([labelled, WithTeacherLogits(extra, extra.logits)])
+        extra = WithTeacherLogits(Subset(shared.teacher_labels, pool), shared.logits[list(pool)])
+        labelled = ConcatDataset([labelled, extra])
     labelled = _at_least(labelled, job.batch_size)
     hist = distill(student, teacher, labelled, None, cfg)
     scores = evaluate(student, shared.val)
-    return {"regime": job.regime.name, "recipe": job.recipe, "seed": job.seed, "steps": job.steps,
-            "soft_weight": cfg.soft_weight, "temperature": job.temperature, "iou": scores["iou"],
+    kept = {"state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()}} if job.keep else {}
+    return {**kept, "regime": job.regime.name, "recipe": job.recipe, "seed": job.seed, "steps": job.steps,
+            "soft_weight": cfg.soft_weight, "temperature": job.temperature, "soft_loss": job.soft_loss,
+            "iou": scores["iou"],
             "dice": scores["dice"], "instance_f1": scores["instance_f1"],
             "seconds": round(time.perf_counter() - start, 1), "final_loss": hist["loss"][-1]}
 
@@ -246,6 +262,33 @@ def summarise(rows: list[dict], teacher_iou: float) -> list[dict]:
                             "separated": bool(min(r["iou"] for r, _ in paired) > max(scratch_iou))})
         out.append(row)
     return out
+
+
+def student_of(row: dict) -> torch.nn.Module:
+    """The student a ``keep=True`` run trained, rebuilt from its row, in eval mode."""
+    from .checkpoint import load_into
+    from .models import default_student
+
+    if "state_dict" not in row:
+        raise ValueError(f"the run {row['regime']!r} / {row['recipe']!r} kept no weights: run its Job with keep=True")
+    return load_into(default_student(in_channels=1, out_channels=1), row["state_dict"]).eval()
+
+
+def prediction_report(prediction: str | None, summary: list[dict]) -> str:
+    """Compare a learner's guess of the regime where distillation closes the most of the gap with the map."""
+    dist = [s for s in summary if s["recipe"] == "distilled" and "gap closed" in s]
+    if not dist:
+        raise ValueError("summary has no distilled rows with a scratch run to compare: run the map first")
+    steps = min(s["steps"] for s in dist)
+    dist = [s for s in dist if s["steps"] == steps]
+    best = max(dist, key=lambda s: s["gap closed"])
+    names = [s["regime"] for s in dist]
+    measured = ", ".join(f"{s['regime']} {s['gap closed']:.0%}" for s in dist)
+    if prediction not in names:
+        return (f"no prediction to compare (give one of {names}); measured share of the gap closed: {measured}")
+    verdict = "right" if prediction == best["regime"] else "not what the map says"
+    return (f"you predicted {prediction!r}: {verdict}. Most of the gap closed in {best['regime']!r}; "
+            f"measured: {measured}")
 
 
 def as_dict(job: Job) -> dict:
