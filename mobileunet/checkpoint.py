@@ -21,11 +21,32 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict | None = None
     if name not in models.MODELS or not hasattr(model, "config"):
         raise TypeError(f"cannot checkpoint a {name}: only models in mobileunet.models.MODELS "
                         f"({sorted(models.MODELS)}) carry the config needed to rebuild them")
+    return atomic_save({"arch": name, "config": dict(model.config),
+                        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                        "meta": meta or {}}, path)
+
+
+def atomic_save(obj, path: str | Path) -> Path:
+    """``torch.save`` through a temporary file in the same folder, flushed and renamed over ``path``.
+
+    A kill at any moment leaves either the old file or the new one, never a
+    half-written one.
+    """
+    import os
+    import tempfile
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"arch": name, "config": dict(model.config),
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "meta": meta or {}}, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

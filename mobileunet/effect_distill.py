@@ -35,10 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .effects import CartoonParams, cartoon
-from .metrics import psnr, ssim
+from .metrics import line_f1, line_mask, psnr, ssim
 from .train import TrainConfig, fit
 
 PERCEPTUAL_NETS = ("random", "vgg16", "lpips")
+EFFECT_STUDENTS = ("effect_student", "guided_effect_student")
+"""Builders in ``mobileunet.models`` that ``python -m mobileunet effect --student`` can name."""
 CHECK_PAIRS = 4
 """Held-out pairs the manifest scores on their own, so a test can re-check a checkpoint in seconds."""
 
@@ -182,7 +184,7 @@ class EffectConfig(TrainConfig):
     disc_lr: float = 2e-4
     loss: object = l1_image_loss
     lr: float = 2e-3
-    eval_every: int = 10**9                # fit evaluates segmentation; effects are scored after
+    eval_every: int = 500                  # held-out PSNR/SSIM/line F1 when distill_effect gets val pairs
     desc: str = "effect"
 
     def __post_init__(self):
@@ -206,8 +208,15 @@ class EffectConfig(TrainConfig):
                 "adversarial": self.adversarial}
 
 
-def distill_effect(student: nn.Module, train_pairs, cfg: EffectConfig) -> dict:
+def distill_effect(student: nn.Module, train_pairs, cfg: EffectConfig, val_pairs=None,
+                   state: dict | None = None, save_every: int = 0, save_state=None) -> dict:
     """Train ``student`` on teacher pairs with ``train.fit``; returns its history plus ``loss_<term>``.
+
+    With ``val_pairs`` the history holds the learning curve: ``eval_step`` and
+    ``val_psnr``/``val_ssim``/``val_line_f1`` every ``cfg.eval_every`` steps
+    (``evaluate_effect``). ``state``, ``save_every`` and ``save_state`` resume
+    and checkpoint the run as in ``train.fit`` (not with the adversarial term,
+    whose critic is not part of the saved state).
 
     Example:
         >>> from mobileunet.models import effect_student
@@ -220,6 +229,9 @@ def distill_effect(student: nn.Module, train_pairs, cfg: EffectConfig) -> dict:
     """
     if not isinstance(cfg, EffectConfig):
         raise TypeError(f"cfg must be an EffectConfig, got {type(cfg).__name__}")
+    if cfg.adversarial > 0 and (state is not None or save_every):
+        raise ValueError("a run with the adversarial term cannot be resumed (its critic is not saved): "
+                         "set adversarial=0 or train it in one go")
     device = torch.device(cfg.device)
     feats = perceptual_network(cfg.perceptual_net).to(device) if cfg.perceptual > 0 else None
     disc = d_opt = None
@@ -253,7 +265,9 @@ def distill_effect(student: nn.Module, train_pairs, cfg: EffectConfig) -> dict:
         return loss, parts
 
     notes = {"task": "effect", **cfg.terms()}
-    return fit(student, train_pairs, None, cfg, step_loss, notes=notes)
+    evaluate_fn = (lambda m: evaluate_effect(m, val_pairs)) if val_pairs is not None else None
+    return fit(student, train_pairs, None, cfg, step_loss, notes=notes, evaluate_fn=evaluate_fn,
+               state=state, save_every=save_every, save_state=save_state)
 
 
 @torch.no_grad()
@@ -265,11 +279,24 @@ def predict_effect(model: nn.Module, images: torch.Tensor, batch_size: int = 16)
                       for i in range(0, len(images), batch_size)])
 
 
+LINE_DARKER = 0.05
+"""How much darker than its 5x5 median a pixel must be to count as part of an ink line
+(``metrics.line_mask``): 0.05 of the luminance range, 13 grey levels of 255."""
+
+
 @torch.no_grad()
 def evaluate_effect(model: nn.Module, pairs) -> dict[str, float]:
-    """Mean PSNR (dB) and SSIM of the student's images vs the teacher's over all ``pairs``."""
+    """Mean PSNR (dB), SSIM and line F1 of the student's images vs the teacher's over all ``pairs``.
+
+    Line F1 (``metrics.line_f1``, 1 px tolerance) compares the dark lines of the
+    two images, each found by the same rule (``metrics.line_mask`` at ``LINE_DARKER``).
+    """
+    model_was_training = model.training
     pred = predict_effect(model, pairs.inputs)
-    return {"psnr": float(psnr(pred, pairs.targets).mean()), "ssim": float(ssim(pred, pairs.targets).mean())}
+    model.train(model_was_training)
+    lines = line_f1(line_mask(pred, LINE_DARKER), line_mask(pairs.targets, LINE_DARKER))["f1"]
+    return {"psnr": float(psnr(pred, pairs.targets).mean()), "ssim": float(ssim(pred, pairs.targets).mean()),
+            "line_f1": float(lines)}
 
 
 @torch.no_grad()
@@ -375,6 +402,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--occlusion", type=float, default=0.5, help="share of inputs with an occluder (default: %(default)s)")
     g.add_argument("--extra-pets", type=_nonneg_int, default=0,
                    help="add up to N Oxford-IIIT Pet photos to training, if downloaded (default: %(default)s)")
+    g.add_argument("--dead-leaves", type=_nonneg_int, default=0, metavar="N",
+                   help="add N procedural dead-leaves images to the training photos (default: %(default)s)")
+    g = p.add_argument_group("the student")
+    g.add_argument("--student", choices=EFFECT_STUDENTS, default="effect_student",
+                   help="effect_student: full resolution, thin decoder; guided_effect_student: half resolution, "
+                        "a wider decoder, lifted by a guided filter (default: %(default)s)")
+    g.add_argument("--exact-lines", action="store_true",
+                   help="guided_effect_student only: draw the cartoon's ink lines with the teacher's own cheap "
+                        "line step, from a lightness the student predicts")
     g = p.add_argument_group("loss weights")
     g.add_argument("--l1", type=_nonneg_float, default=1.0)
     g.add_argument("--ssim", type=_nonneg_float, default=0.5)
@@ -391,6 +427,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     g.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     g.add_argument("--time-repeats", type=_positive_int, default=5, help="teacher runs timed (default: %(default)s)")
+    g.add_argument("--eval-every", type=_positive_int, default=500,
+                   help="score the held-out pairs every N steps: the manifest's learning curve (default: %(default)s)")
+    g.add_argument("--save-every", type=_positive_int, default=250,
+                   help="write the training state NAME.state.pt every N steps (default: %(default)s)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from NAME.state.pt, written by an interrupted run of the same command")
     g.add_argument("--out", type=_checkpoint_path, required=True, metavar="NAME.pt",
                    help="checkpoint NAME.pt; the manifest is written to NAME.json")
 
@@ -405,7 +447,7 @@ def run(args) -> int:
     from .checkpoint import load_checkpoint, save_checkpoint, sha256
     from .cli import MANIFEST_VERSION, git_info, write_manifest
     from .env import set_seed
-    from .models import effect_student
+    from . import models
     from .photos import EffectPairs, PairSpec, teacher_pairs
     from .profile import count_params
 
@@ -413,18 +455,45 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.crop and args.crop > args.size:
         raise ValueError(f"--crop {args.crop} is larger than --size {args.size}: use --crop <= {args.size}")
+    if args.exact_lines and args.student != "guided_effect_student":
+        raise ValueError("--exact-lines needs --student guided_effect_student")
+    if args.adversarial and (args.resume or args.save_every):
+        args.save_every = 0                             # the critic is not in the saved state
+        if args.resume:
+            raise ValueError("--resume cannot continue a run with --adversarial (its critic is not saved)")
+    state_path = args.out.with_suffix(".state.pt")
+    state = None
+    if args.resume:
+        if not state_path.is_file():
+            raise FileNotFoundError(f"--resume: no training state at {state_path}; run the command without "
+                                    f"--resume to start")
+        state = torch.load(state_path, weights_only=True)
+        if state.get("argv") != _run_argv(args.argv):
+            raise ValueError(f"--resume: {state_path} was written by another command "
+                             f"({shlex.join(state.get('argv') or [])}): resume with the same options")
+        print(f"resuming from {state_path} at step {state['step']} of {state['steps']}")
     git = git_info()
     params = CartoonParams()
     specs = {"train": PairSpec("train", args.n_train, args.size, args.data_seed, args.occlusion,
-                               extra_pets=args.extra_pets),
+                               extra_pets=args.extra_pets, dead_leaves=args.dead_leaves),
              "val": PairSpec("val", args.n_val, args.size, args.data_seed, args.occlusion)}
     pairs = {k: teacher_pairs(s, params) for k, s in specs.items()}
     set_seed(args.seed)
-    student = effect_student(residual=not args.direct)
+    if args.student == "guided_effect_student":
+        student = models.guided_effect_student(residual=not args.direct, exact_lines=args.exact_lines)
+    else:
+        student = models.effect_student(residual=not args.direct)
     cfg = EffectConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, crop=args.crop or None,
                        seed=args.seed, l1=args.l1, ssim=args.ssim, perceptual=args.perceptual,
-                       perceptual_net=args.perceptual_net, adversarial=args.adversarial, desc="effect")
-    hist = distill_effect(student, pairs["train"], cfg)
+                       perceptual_net=args.perceptual_net, adversarial=args.adversarial, desc="effect",
+                       eval_every=args.eval_every)
+
+    def save_state(s: dict) -> None:
+        from .checkpoint import atomic_save
+        atomic_save({**s, "argv": _run_argv(args.argv)}, state_path)
+
+    hist = distill_effect(student, pairs["train"], cfg, val_pairs=pairs["val"], state=state,
+                          save_every=args.save_every, save_state=save_state)
     command = "python -m mobileunet " + shlex.join(args.argv)
     data = {"dataset": "scikit-image photos -> effects.cartoon pairs (mobileunet.photos.teacher_pairs)",
             **{k: {**s.__dict__, "hash": pairs[k].manifest["hash"], "photos": sorted(pairs[k].manifest["photos"])}
@@ -440,10 +509,13 @@ def run(args) -> int:
     manifest = {
         "manifest_version": MANIFEST_VERSION, "command": command, "argv": args.argv, "seed": args.seed,
         "data": data, "effect": {"name": "cartoon", "params": params.to_dict()},
-        "model": {"builder": "effect_student", "arch": type(student).__name__, "config": dict(student.config),
+        "model": {"builder": args.student, "arch": type(student).__name__, "config": dict(student.config),
                   "params": count_params(student)},
         "training": {**hist["config"], "threads": torch.get_num_threads(),
-                     "seconds": round(hist["seconds"], 1), "final_loss": hist["loss"][-1]},
+                     "seconds": round(hist["seconds"], 1), "final_loss": hist["loss"][-1],
+                     "resumed": bool(args.resume),
+                     "curve": {"about": "held-out pairs, scored during training", "step": hist["eval_step"],
+                               **{k[4:]: hist[k] for k in ("val_psnr", "val_ssim", "val_line_f1") if k in hist}}},
         "metrics": {"split": "val", **metrics},
         "check": {"about": f"the first {CHECK_PAIRS} held-out pairs: PairSpec('val', {CHECK_PAIRS}, size, "
                            f"data_seed) makes the same ones quickly (tests/test_shipped.py)", **check},
@@ -455,11 +527,17 @@ def run(args) -> int:
         **git, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     write_manifest(args.out, manifest)
+    state_path.unlink(missing_ok=True)                     # the run is complete: nothing left to resume
     best = max(speed[1:], key=lambda r: r["speed-up"])
     print(f"wrote {args.out} ({manifest['checkpoint']['bytes'] / 1e6:.1f} MB): held-out PSNR "
           f"{metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}; teacher {speed[0]['median_ms']:.0f} ms, "
           f"student {best['median_ms']:.1f} ms ({best['runtime']}): {best['speed-up']:.0f}x")
     return 0
+
+
+def _run_argv(argv: list[str]) -> list[str]:
+    """The command's options without ``--resume``: what must match for a run to be resumed."""
+    return [a for a in argv if a != "--resume"]
 
 
 def frame256() -> torch.Tensor:

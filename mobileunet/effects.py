@@ -114,6 +114,52 @@ def _cartoon_hwc(image: np.ndarray, p: CartoonParams) -> np.ndarray:
     return np.clip(out * lines[..., None], 0.0, 1.0).astype(np.float32)
 
 
+def line_factor(image: torch.Tensor, params: CartoonParams | None = None) -> torch.Tensor:
+    """Step 3 of the effect in torch: the ink-line factor (1 = no line, towards 0 = ink) of ``(B, 3, H, W)`` images.
+
+    The same arithmetic as ``cartoon``'s lines, differentiable and exportable:
+    ``lines_from_lightness(cielab_lightness(image))``. ``cartoon`` takes the
+    lines from the image after two bilateral passes. Returns ``(B, 1, H, W)``.
+    """
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected (B, 3, H, W) RGB images, got {tuple(image.shape)}")
+    return lines_from_lightness(cielab_lightness(image), params)
+
+
+def cielab_lightness(image: torch.Tensor) -> torch.Tensor:
+    """CIELAB lightness L / 100 of ``(B, 3, H, W)`` sRGB images in [0, 1] (D65), as ``skimage.color.rgb2lab``."""
+    c = image.clamp(0, 1)
+    linear = torch.where(c > 0.04045, torch.exp(2.4 * torch.log((c + 0.055) / 1.055)), c / 12.92)
+    w = torch.tensor([0.212671, 0.71516, 0.072169], dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    y = (linear * w).sum(1, keepdim=True)
+    f = torch.where(y > 0.008856, torch.exp(torch.log(y.clamp_min(1e-12)) / 3), 7.787 * y + 16 / 116)
+    return (116 * f - 16) / 100                                     # (B, 1, H, W)
+
+
+def lines_from_lightness(lightness: torch.Tensor, params: CartoonParams | None = None) -> torch.Tensor:
+    """The line factor from a ``(B, 1, H, W)`` lightness map (L / 100): DoG, then ``tanh`` soft threshold.
+
+    Gaussians as ``scipy.ndimage``'s (``nearest`` border, 4-sigma truncation),
+    the threshold as ``cartoon``'s. A student that keeps this cheap step exact
+    (``models.GuidedEffectStudent(exact_lines=True)``) predicts the lightness
+    and leaves the lines to this function.
+    """
+    import torch.nn.functional as F
+
+    p = params or CartoonParams()
+
+    def gaussian(t, sigma):
+        r = int(4.0 * sigma + 0.5)
+        x = torch.arange(-r, r + 1, dtype=t.dtype, device=t.device)
+        k = torch.exp(-x**2 / (2 * sigma**2))
+        k = k / k.sum()
+        t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(t, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+
+    dog = gaussian(lightness, p.edge_sigma) - p.edge_tau * gaussian(lightness, 1.6 * p.edge_sigma)
+    return torch.where(dog > 0, torch.ones_like(dog), 1.0 + torch.tanh(p.edge_phi * dog))
+
+
 def cartoon(image, params: CartoonParams | None = None):
     """The teacher effect on RGB floats in [0, 1]; same type and layout back.
 

@@ -23,12 +23,31 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 EXERCISE = re.compile(r"^# Exercise (\d\d\.\d+): (.+)$", re.M)
 
 
+PROGRESS_BAR = re.compile(r"\d+%\|.*\| \d+/\d+")
+"""tqdm's text form, which is all a progress-bar widget leaves once its state is stripped."""
+
+
 def strip_widgets(path: str | Path) -> None:
-    """Drop ``metadata.widgets`` from a notebook, in place, keeping every output."""
+    """Drop ``metadata.widgets`` from a notebook, in place, and the progress bars that only it could draw.
+
+    Without its saved state a tqdm widget's output is the frozen text of its
+    first frame (``0%| 0/300``), which a reader on the web takes for a run
+    that never started; ``train.fit`` prints a summary line instead, which stays.
+    Every other output is kept.
+    """
     path = Path(path)
     nb = json.loads(path.read_text())
     nb.get("metadata", {}).pop("widgets", None)
+    for cell in nb.get("cells", []):
+        if "outputs" in cell:
+            cell["outputs"] = [o for o in cell["outputs"] if not _is_progress_bar(o)]
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def _is_progress_bar(output: dict) -> bool:
+    data = output.get("data", {})
+    text = "".join(data.get("text/plain", ""))
+    return "application/vnd.jupyter.widget-view+json" in data and bool(PROGRESS_BAR.search(text))
 
 
 def stub_solutions(source: str) -> str:

@@ -6,6 +6,7 @@ Segmentation datasets yield ``(image, mask, weight)``; a loss takes
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -150,14 +151,27 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
 
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
         step_loss: StepLoss, extra_params: list[nn.Parameter] | None = None,
-        notes: dict | None = None) -> dict:
-    """The loop behind ``train`` and ``distill.distill``: batches, crops, flips, AdamW, cosine.
+        notes: dict | None = None, evaluate_fn: Callable[[nn.Module], dict] | None = None,
+        state: dict | None = None, save_every: int = 0,
+        save_state: Callable[[dict], None] | None = None) -> dict:
+    """The loop behind ``train``, ``distill.distill`` and the effect: batches, crops, flips, AdamW, cosine.
 
     ``step_loss`` turns one batch into a loss (``train`` calls the model and
     ``cfg.loss``; distillation also asks a teacher). Its named terms are kept
     per step as ``loss_<name>`` in the history. ``extra_params`` are optimised
     with the model's (distillation's hint adapters); ``notes`` join the
     history's ``config``.
+
+    Every ``cfg.eval_every`` steps and at the end, ``evaluate_fn(model)`` scores
+    the model (default: ``evaluate(model, val_set)``, segmentation; none when
+    both are None); each score ``k`` is kept as ``val_<k>`` beside ``eval_step``.
+
+    Resuming: every ``save_every`` steps ``save_state(s)`` receives the run's
+    state (step, model, optimiser, schedule, history; plain tensors and
+    numbers, loadable with ``weights_only=True``). Passing such an ``s`` back as
+    ``state`` continues the run: the data stream is replayed to the same point
+    (same crops and flips), so N steps, a stop and M more give the same
+    weights as N + M steps in one go. Needs the same config and data.
     """
     device = torch.device(cfg.device)
     model.to(device)
@@ -166,22 +180,35 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    hist: dict = {"step": [], "loss": [], "eval_step": [], "val_iou": [], "val_dice": [],
+    if evaluate_fn is None and val_set is not None:
+        evaluate_fn = lambda m: evaluate(m, val_set)  # noqa: E731
+    hist: dict = {"step": [], "loss": [], "eval_step": [],
                   "config": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
                              "loss": getattr(cfg.loss, "__name__", str(cfg.loss)), "seed": cfg.seed,
                              "crop": cfg.crop, **(notes or {}),
                              **cfg.extra}}
-    start = time.perf_counter()
     data = batches(train_set, cfg.batch_size, gen)
-    bar = tqdm(range(1, cfg.steps + 1), desc=cfg.desc, leave=True)
-    for step in bar:
-        model.train()
+
+    def draw():
         tensors = unpack_batch(next(data))
         if cfg.crop is not None:
             tensors = random_crop(tensors, cfg.crop, gen)
         if cfg.augment is not None:
             tensors = cfg.augment(*tensors, generator=gen)
-        loss, parts = step_loss(model, *(t.to(device) for t in tensors))
+        return tensors
+
+    done, seconds_before = 0, 0.0
+    if state is not None:
+        done = _resume(state, cfg, model, opt, sched, extra_params)
+        hist = copy.deepcopy(state["history"])
+        seconds_before = float(hist.get("seconds", 0.0))
+        for _ in range(done):                          # the same batches, crops and flips as before
+            draw()
+    start = time.perf_counter()
+    bar = tqdm(range(done + 1, cfg.steps + 1), desc=cfg.desc, leave=False)
+    for step in bar:
+        model.train()
+        loss, parts = step_loss(model, *(t.to(device) for t in draw()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -190,11 +217,43 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
         hist["loss"].append(loss.item())
         for name, value in parts.items():
             hist.setdefault(f"loss_{name}", []).append(float(value))
-        if val_set is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-            scores = evaluate(model, val_set)
+        if evaluate_fn is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            scores = evaluate_fn(model)
             hist["eval_step"].append(step)
-            hist["val_iou"].append(scores["iou"])
-            hist["val_dice"].append(scores["dice"])
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_iou=f"{scores['iou']:.3f}")
-    hist["seconds"] = time.perf_counter() - start
+            for k, v in scores.items():
+                hist.setdefault(f"val_{k}", []).append(float(v))
+            first = next(iter(scores))
+            bar.set_postfix(loss=f"{loss.item():.3f}", **{f"val_{first}": f"{scores[first]:.3f}"})
+        if save_state is not None and save_every and (step % save_every == 0 or step == cfg.steps):
+            hist["seconds"] = seconds_before + time.perf_counter() - start
+            save_state(copy.deepcopy({"step": step, "steps": cfg.steps, "seed": cfg.seed,
+                                      "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "scheduler": sched.state_dict(),
+                                      "extra": [p.detach().cpu() for p in extra_params or []],
+                                      "history": hist}))
+    hist["seconds"] = seconds_before + time.perf_counter() - start
+    last = {k[4:]: v[-1] for k, v in hist.items() if k.startswith("val_") and v}
+    print(f"{cfg.desc}: {cfg.steps} steps in {hist['seconds']:.0f} s, final loss {hist['loss'][-1]:.4f}"
+          + "".join(f", val {k} {v:.3f}" for k, v in last.items()))
     return hist
+
+
+def _resume(state: dict, cfg: TrainConfig, model: nn.Module, opt, sched, extra_params) -> int:
+    """Load a ``fit`` state into the model, optimiser and schedule; returns the steps already done."""
+    from .checkpoint import load_into
+
+    if not isinstance(state, dict) or not {"step", "model", "optimizer", "scheduler", "history"} <= set(state):
+        raise ValueError("state is not a training state saved by fit (needs step, model, optimizer, "
+                         "scheduler, history)")
+    if state.get("steps") != cfg.steps or state.get("seed") != cfg.seed:
+        raise ValueError(f"the saved run had steps={state.get('steps')}, seed={state.get('seed')}; this one "
+                         f"has steps={cfg.steps}, seed={cfg.seed}: resume with the same budget and seed")
+    done = int(state["step"])
+    if not 0 <= done <= cfg.steps:
+        raise ValueError(f"the saved run is at step {done}, outside 0..{cfg.steps}")
+    load_into(model, state["model"], source="the saved training state")
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    for p, saved in zip(extra_params or [], state.get("extra", [])):
+        p.data.copy_(saved)
+    return done

@@ -233,7 +233,8 @@ def test_a_tiny_run_records_every_term_and_is_scored():
     assert {"loss_l1", "loss_ssim", "loss_perceptual", "loss_adversarial", "loss_disc"} <= set(hist)
     assert hist["config"]["task"] == "effect" and hist["config"]["ssim"] == 0.5
     scores = evaluate_effect(model, pairs)
-    assert set(scores) == {"psnr", "ssim"} and np.isfinite(scores["psnr"])
+    assert set(scores) == {"psnr", "ssim", "line_f1"} and np.isfinite(scores["psnr"])
+    assert 0 <= scores["line_f1"] <= 1
 
 
 class _Copy(torch.nn.Module):
@@ -292,3 +293,95 @@ def test_wipe_explorer_redraws_when_the_slider_moves():
     before = picture.value
     slider.value = 0.9
     assert picture.value != before and picture.value[:4] == b"\x89PNG"
+
+
+# --- the guided student, exact lines, the command line's resume ----------------------------------
+
+
+def test_line_factor_equals_the_teachers_lines():
+    from skimage.color import rgb2lab
+    from skimage.filters import gaussian
+
+    from mobileunet.effects import line_factor
+
+    p = CartoonParams()
+    image = _photo_crop(48).astype(np.float64)
+    lum = rgb2lab(image)[..., 0] / 100
+    dog = gaussian(lum, p.edge_sigma) - p.edge_tau * gaussian(lum, 1.6 * p.edge_sigma)
+    want = np.where(dog > 0, 1.0, 1.0 + np.tanh(p.edge_phi * dog))
+    got = line_factor(torch.from_numpy(image).permute(2, 0, 1)[None])[0, 0].numpy()
+    assert np.abs(got - want).max() < 1e-6 and want.min() < 0.5            # there are lines, and they agree
+
+
+@pytest.mark.parametrize("exact_lines", [False, True])
+def test_guided_student_keeps_odd_sizes_range_and_rebuilds_from_its_config(exact_lines, tmp_path):
+    from mobileunet.checkpoint import load_checkpoint, save_checkpoint
+    from mobileunet.models import guided_effect_student
+
+    torch.manual_seed(0)
+    model = guided_effect_student(exact_lines=exact_lines).eval()
+    x = torch.rand(2, 3, 45, 62)
+    y = model(x)
+    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+    save_checkpoint(tmp_path / "g.pt", model)
+    back, _ = load_checkpoint(tmp_path / "g.pt")
+    assert torch.allclose(back(x), y, atol=1e-6)
+    with pytest.raises(ValueError, match="expected input of shape"):
+        model(torch.rand(1, 1, 32, 32))
+
+
+def test_guided_upsample_of_the_guide_is_the_guide():
+    from mobileunet.models import guided_upsample
+
+    x = torch.rand(1, 3, 32, 32)
+    lo = torch.nn.functional.avg_pool2d(x, 2)
+    assert torch.allclose(guided_upsample(lo, lo, x, r=1, eps=1e-8), x, atol=1e-3)
+
+
+def test_line_f1_tolerates_a_pixel_and_scores_the_identity_low():
+    from mobileunet.metrics import line_f1, line_mask
+
+    img = torch.ones(1, 3, 20, 20)
+    img[..., 10, 3:17] = 0.2                                              # one dark line
+    moved = torch.roll(img, 1, dims=-2)
+    assert line_mask(img).sum() == 14
+    assert line_f1(line_mask(moved), line_mask(img))["f1"] == 1.0
+    assert line_f1(line_mask(moved), line_mask(img), tolerance=0)["f1"] == 0.0
+    assert line_f1(line_mask(torch.ones_like(img)), line_mask(img))["f1"] == 0.0
+    with pytest.raises(ValueError, match="tolerance"):
+        line_f1(line_mask(img), line_mask(img), tolerance=-1)
+
+
+def test_effect_command_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys):
+    """A run killed after its last saved state picks up there with --resume and writes the curve."""
+    from mobileunet import effect_distill, photos
+    from mobileunet.cli import main, read_manifest
+
+    gen = torch.Generator().manual_seed(0)
+    fake = {s: EffectPairs(torch.rand(8, 3, 32, 32, generator=gen), torch.rand(8, 3, 32, 32, generator=gen),
+                           ["astronaut"] * 8, {"hash": s, "photos": {"astronaut": "x"}}) for s in ("train", "val")}
+    monkeypatch.setattr(photos, "teacher_pairs", lambda spec, params=None, **kw: fake[spec.split])
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(effect_distill, "speed_comparison", crash)
+    out = tmp_path / "e.pt"
+    argv = ["effect", "--n-train", "8", "--n-val", "4", "--size", "32", "--steps", "4", "--batch-size", "4",
+            "--save-every", "2", "--eval-every", "2", "--time-repeats", "1", "--student", "guided_effect_student",
+            "--exact-lines", "--out", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    state = out.with_suffix(".state.pt")
+    assert state.is_file() and torch.load(state, weights_only=True)["step"] == 4
+    rows = [{"model": "teacher (cartoon effect)", "runtime": "scikit-image", "median_ms": 100.0, "speed-up": 1.0,
+             "runs": 1}, {"model": "student", "runtime": "eager", "median_ms": 10.0, "speed-up": 10.0, "runs": 1}]
+    monkeypatch.setattr(effect_distill, "speed_comparison", lambda *a, **k: rows)
+    assert main([*argv, "--resume"]) == 0
+    m = read_manifest(out)
+    assert m["training"]["resumed"] and m["training"]["curve"]["step"] == [2, 4]
+    assert set(m["training"]["curve"]) >= {"psnr", "ssim", "line_f1"} and "line_f1" in m["metrics"]
+    assert m["model"]["builder"] == "guided_effect_student" and m["model"]["config"]["exact_lines"]
+    assert not state.exists()
+    assert main([*argv[:-2], "--steps", "6", "--out", str(out), "--resume"]) == 2
+    assert "no training state" in capsys.readouterr().err

@@ -52,3 +52,36 @@ def test_bad_config(kwargs, err):
 def test_batch_larger_than_dataset(data):
     with pytest.raises(ValueError, match="batch_size"):
         train(UNet(base=8, depth=2), data[1], None, TrainConfig(steps=1, batch_size=8))
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one(data):
+    """N steps, a saved state, then the rest in a new model gives the weights of one run of N + M."""
+    from mobileunet.train import fit
+
+    def step_loss(model, image, mask, weight):
+        return weighted_bce_loss(model(image), mask, weight), {}
+
+    cfg = TrainConfig(steps=6, batch_size=4, crop=32, eval_every=3, loss=weighted_bce_loss)
+    set_seed(0)
+    whole, states = UNet(base=8, depth=2), []
+    hist = fit(whole, *data, cfg, step_loss, save_every=3, save_state=states.append)
+    assert [s["step"] for s in states] == [3, 6] and states[0]["history"]["step"] == [1, 2, 3]
+    set_seed(123)                                   # a different init: everything must come from the state
+    resumed = UNet(base=8, depth=2)
+    rest = fit(resumed, *data, cfg, step_loss, state=states[0])
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert rest["loss"] == pytest.approx(hist["loss"]) and rest["step"] == list(range(1, 7))
+    assert rest["eval_step"] == [3, 6] and rest["val_iou"] == pytest.approx(hist["val_iou"])
+
+
+def test_resume_refuses_another_budget(data):
+    from mobileunet.train import fit
+
+    cfg = TrainConfig(steps=4, batch_size=4, crop=32, eval_every=2)
+    states = []
+    fit(UNet(base=8, depth=2), *data, cfg, lambda m, i, k, w: (cfg.loss(m(i), k, w), {}), save_every=2,
+        save_state=states.append)
+    with pytest.raises(ValueError, match="resume with the same budget and seed"):
+        fit(UNet(base=8, depth=2), *data, TrainConfig(steps=8, batch_size=4, crop=32),
+            lambda m, i, k, w: (cfg.loss(m(i), k, w), {}), state=states[0])
