@@ -95,10 +95,14 @@ def _positive_float(text: str) -> float:
 
 
 def _float(text: str) -> float:
+    import math
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def _shift(text: str) -> int:
@@ -221,6 +225,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", type=_checkpoint_path, metavar="NAME.pt", required=True,
                    help="checkpoint NAME.pt; the manifest is written to NAME.json")
+    g.add_argument("--force", action="store_true",
+                   help="replace an existing --out (a shipped checkpoint too)")
     g.add_argument("--store-dtype", choices=DTYPES, default="float32",
                    help="float type of the stored weights; float16 halves the file and "
                         "load_checkpoint casts back to float32 (default: %(default)s)")
@@ -282,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_train(args) -> int:
     from .train import TrainConfig, train
 
+    check_output(args.out, force=args.force)
     data = _data(args)
     model = build_model(args.model, args.seed)
     cfg = TrainConfig(**_budget(args, desc=f"train {args.model}"))
@@ -303,6 +310,7 @@ def cmd_distill(args) -> int:
     if args.hint and hint_weight == 0:
         raise ValueError("--hint-weight 0 would ignore the --hint pairs: drop them or give a weight > 0")
     teacher_path = args.teacher or _shipped("unet_teacher_cells.pt")
+    check_output(args.out, [teacher_path, args.scratch], force=args.force)
     scratch = None
     if args.scratch is not None:
         scratch = read_manifest(args.scratch)
@@ -394,6 +402,35 @@ def validation_split(manifest: dict | None, n: int | None = None, size: int | No
             seed if seed is not None else val.get("seed", 0))
 
 
+def check_output(out: Path, inputs: list[Path] = (), force: bool = False) -> None:
+    """Refuse an ``--out`` that would destroy something, before any work starts.
+
+    It may not be one of the run's inputs (a teacher, a scratch run), a shipped
+    checkpoint under ``data/checkpoints/``, or an existing file unless ``force``;
+    its folder must be creatable and writable.
+    """
+    import os
+
+    out = Path(out)
+    target = out.resolve()
+    for path in inputs:
+        if path is not None and Path(path).resolve() in (target, manifest_path(target).resolve()):
+            raise ValueError(f"--out {out} is one of this run's inputs ({path}): write the result elsewhere")
+    shipped = _shipped("x").parent.resolve()
+    if target.parent == shipped and not force:
+        raise ValueError(f"--out {out} is in the course's shipped checkpoints ({shipped}): write elsewhere, "
+                         f"or add --force to replace a shipped checkpoint on purpose")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: name the checkpoint file, e.g. {out}/model.pt")
+    if out.exists() and not force:
+        raise ValueError(f"--out {out} exists: choose another name, or add --force to replace it")
+    folder = out.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot write in {folder} (not a writable folder)")
+
+
 def _shipped(name: str) -> Path:
     from .env import data_dir
     return data_dir() / "checkpoints" / name
@@ -446,8 +483,6 @@ def _finish(args, model, hist: dict, data: dict, model_info: dict) -> dict:
         bad = [k for k, v in stored.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise ValueError(f"weights {bad[:3]} overflow float16: store this model with --store-dtype float32")
-    if args.out.exists():
-        print(f"overwriting {args.out}", file=sys.stderr)
     save_checkpoint(args.out, stored, meta)
     reloaded, _ = load_checkpoint(args.out)
     metrics = evaluate(reloaded, data["val"])
@@ -486,8 +521,26 @@ def manifest_path(checkpoint: str | Path) -> Path:
 
 
 def write_manifest(checkpoint: str | Path, manifest: dict) -> Path:
+    """Write ``NAME.json`` beside the checkpoint, through a temporary file and a rename (never half-written).
+
+    Refuses numbers that are not finite (JSON has no NaN): a run that diverged
+    must not leave a manifest that other tools cannot read.
+    """
+    import os
+    import tempfile
+
     path = manifest_path(checkpoint)
-    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    text = json.dumps(manifest, indent=1, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

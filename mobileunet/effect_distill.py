@@ -435,6 +435,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue from NAME.state.pt, written by an interrupted run of the same command")
     g.add_argument("--out", type=_checkpoint_path, required=True, metavar="NAME.pt",
                    help="checkpoint NAME.pt; the manifest is written to NAME.json")
+    g.add_argument("--force", action="store_true", help="replace an existing --out (a shipped checkpoint too)")
 
 
 def run(args) -> int:
@@ -445,7 +446,7 @@ def run(args) -> int:
 
     from . import __version__
     from .checkpoint import load_checkpoint, save_checkpoint, sha256
-    from .cli import MANIFEST_VERSION, git_info, write_manifest
+    from .cli import MANIFEST_VERSION, check_output, git_info, write_manifest
     from .env import set_seed
     from . import models
     from .photos import EffectPairs, PairSpec, teacher_pairs
@@ -455,6 +456,8 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.crop and args.crop > args.size:
         raise ValueError(f"--crop {args.crop} is larger than --size {args.size}: use --crop <= {args.size}")
+    if not args.resume:
+        check_output(args.out, force=args.force)
     if args.exact_lines and args.student != "guided_effect_student":
         raise ValueError("--exact-lines needs --student guided_effect_student")
     if args.adversarial and (args.resume or args.save_every):

@@ -209,6 +209,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     for step in bar:
         model.train()
         loss, parts = step_loss(model, *(t.to(device) for t in draw()))
+        if not torch.isfinite(loss):
+            raise ValueError(f"{cfg.desc}: the loss is {loss.item()} at step {step}: training diverged; "
+                             f"lower the learning rate (now {cfg.lr:g}) or check the data")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

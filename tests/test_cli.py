@@ -109,3 +109,57 @@ def test_a_bad_hint_module_is_named(teacher, tmp_path, capsys):
     assert main(["distill", "--teacher", str(teacher), *TINY, "--hint", "ups.9:decoder.blocks.3",
                  "--out", str(tmp_path / "x.pt")]) == 2
     assert "no module 'ups.9'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value", [("--lr", "inf"), ("--lr", "1e309"), ("--weight-decay", "inf"),
+                                        ("--lr", "nan")])
+def test_non_finite_numbers_are_refused_naming_the_flag(flag, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", flag, value, "--out", "x.pt"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument {flag}" in err and "not a finite number" in err
+
+
+def test_distill_refuses_to_overwrite_its_teacher(teacher, capsys):
+    before = sha256(teacher)
+    assert main(["distill", "--teacher", str(teacher), *TINY, "--out", str(teacher)]) == 2
+    assert "one of this run's inputs" in capsys.readouterr().err
+    assert sha256(teacher) == before
+
+
+def test_out_must_not_exist_unless_forced_and_shipped_checkpoints_are_guarded(tmp_path, capsys):
+    from mobileunet.env import data_dir
+
+    existing = tmp_path / "old.pt"
+    existing.write_bytes(b"keep me")
+    assert main(["train", "--model", "default_student", *TINY, "--out", str(existing)]) == 2
+    assert "exists" in capsys.readouterr().err and existing.read_bytes() == b"keep me"
+    shipped = data_dir() / "checkpoints" / "student_cells.pt"
+    assert main(["train", "--model", "default_student", *TINY, "--out", str(shipped)]) == 2
+    assert "shipped checkpoints" in capsys.readouterr().err
+    assert main(["train", "--model", "default_student", *TINY, "--out", str(existing), "--force"]) == 0
+    assert read_manifest(existing)["model"]["builder"] == "default_student"
+
+
+def test_an_unwritable_out_fails_before_training(tmp_path, capsys):
+    import os
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        assert main(["train", *TINY, "--out", str(folder / "x.pt")]) == 2
+        assert "cannot write" in capsys.readouterr().err
+    finally:
+        folder.chmod(0o700)
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "x.pt"
+    assert main(["train", "--model", "default_student", *TINY, "--lr", "1e30", "--steps", "3",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "lower the learning rate" in err
+    assert not out.exists() and not out.with_suffix(".json").exists()

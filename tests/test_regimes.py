@@ -131,7 +131,7 @@ def test_cli_trains_on_noisy_labels_and_reports_the_gap_closed(tmp_path, capsys)
 
 @pytest.mark.parametrize("argv,match", [
     (["train", "--label-miss", "1.5", "--out", "x.pt"], "1.5 must be between 0 and 1"),
-    (["train", "--label-miss", "nan", "--out", "x.pt"], "between 0 and 1"),
+    (["train", "--label-miss", "nan", "--out", "x.pt"], "'nan' is not a finite number"),
     (["train", "--label-dilate", "99", "--out", "x.pt"], "99 must be a whole number of pixels from 0 to 8"),
     (["distill", "--label-erode", "-1", "--out", "x.pt"], "from 0 to 8"),
 ])

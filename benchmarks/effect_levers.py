@@ -1,0 +1,117 @@
+"""What each lever bought the effect student (lesson 06): the same short budget, one change at a time.
+
+    python benchmarks/effect_levers.py                 # 5 students x 800 steps, 2 at a time: ~15 min on 2 cores
+    python benchmarks/effect_levers.py --steps 100     # a quick look
+
+Every student trains on the cached teacher pairs (384 training / 48 held-out,
+160x160, seed 0) for the same steps, batch 8, lr 5e-3, L1 + 0.5 SSIM, seed 0,
+one CPU thread each, then is scored on the held-out pairs (PSNR, SSIM, line F1
+against the teacher) and on its own training pairs. All of them are then
+timed on one 256x256 frame in ONNX Runtime, 1 thread, in the same interleaved
+rounds (``profile.measure_latency``). Writes ``benchmarks/results/effect_levers.json``
+and ``.md``; lesson 06 prints the table from there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+LEVERS = [
+    # name, builder, builder kwargs, dead-leaves images
+    ("thin full-resolution student (effect_student)", "effect_student", {}, 0),
+    ("+ 8 dead-leaves images in training", "effect_student", {}, 8),
+    ("guided half-resolution student, wider decoder", "guided_effect_student", {"exact_lines": False}, 0),
+    ("guided student + exact line step", "guided_effect_student", {"exact_lines": True}, 0),
+    ("guided + exact lines + 8 dead-leaves images", "guided_effect_student", {"exact_lines": True}, 8),
+]
+
+
+def build(builder: str, kwargs: dict):
+    from mobileunet import models
+    return getattr(models, builder)(**kwargs)
+
+
+def run_lever(lever: tuple, steps: int) -> dict:
+    import torch
+
+    from mobileunet.effect_distill import EffectConfig, distill_effect, evaluate_effect
+    from mobileunet.env import set_seed
+    from mobileunet.photos import PairSpec, teacher_pairs
+
+    torch.set_num_threads(1)
+    name, builder, kwargs, dead_leaves = lever
+    train = teacher_pairs(PairSpec("train", 384, 160, 0, 0.5, dead_leaves=dead_leaves), progress=False)
+    val = teacher_pairs(PairSpec("val", 48, 160, 0, 0.5), progress=False)
+    set_seed(0)
+    model = build(builder, kwargs)
+    cfg = EffectConfig(steps=steps, batch_size=8, lr=5e-3, crop=None, seed=0, l1=1.0, ssim=0.5,
+                       eval_every=steps, desc=name)
+    start = time.perf_counter()
+    distill_effect(model, train, cfg)
+    seconds = time.perf_counter() - start
+    held, fit = evaluate_effect(model, val), evaluate_effect(model, train)
+    return {"lever": name, "builder": builder, "kwargs": kwargs, "dead_leaves": dead_leaves,
+            "train_photos": sorted(train.manifest["photos"]), "psnr": held["psnr"], "ssim": held["ssim"],
+            "line_f1": held["line_f1"], "train_psnr": fit["psnr"], "train_s": round(seconds, 1)}
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from mobileunet.metrics import line_f1, line_mask
+    from mobileunet.effect_distill import LINE_DARKER
+    from mobileunet.photos import PairSpec, teacher_pairs
+    from mobileunet.profile import count_flops, count_params, measure_latency
+    from mobileunet.tables import format_table
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.workers < 1:
+        p.error("--steps and --workers must be at least 1")
+    for _, _, _, dl in LEVERS:                           # make the pairs once, before the workers read them
+        teacher_pairs(PairSpec("train", 384, 160, 0, 0.5, dead_leaves=dl), progress=False)
+    val = teacher_pairs(PairSpec("val", 48, 160, 0, 0.5), progress=False)
+    start = time.perf_counter()
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        rows = list(pool.map(run_lever, LEVERS, [args.steps] * len(LEVERS)))
+    identity = line_f1(line_mask(val.inputs, LINE_DARKER), line_mask(val.targets, LINE_DARKER))["f1"]
+    from mobileunet.metrics import psnr, ssim
+    rows.insert(0, {"lever": "input, unchanged (the identity)", "psnr": float(psnr(val.inputs, val.targets).mean()),
+                    "ssim": float(ssim(val.inputs, val.targets).mean()), "line_f1": identity})
+    models = {r["lever"]: build(r["builder"], r["kwargs"]).eval() for r in rows[1:]}
+    x = torch.zeros(1, 3, 256, 256)
+    torch.set_num_threads(1)
+    timing = measure_latency(models, (1, 3, 256, 256), threads=(1,), runtimes=("onnxruntime",),
+                             warmup=3, repeats=20)
+    by_name = {r["model"]: r for r in timing.rows}
+    for r in rows[1:]:
+        t = by_name[r["lever"]]
+        r.update(ort_ms=t["median_ms"], ort_iqr_ms=t["iqr_ms"], params=count_params(models[r["lever"]]),
+                 gflops=count_flops(models[r["lever"]], x) / 1e9)
+    out = {"command": "python benchmarks/effect_levers.py" + (f" --steps {args.steps}" if args.steps != 800 else ""),
+           "steps": args.steps, "recipe": "batch 8, lr 5e-3, L1 + 0.5 SSIM, whole 160x160 pairs, seed 0, 1 thread",
+           "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+           "seconds": round(time.perf_counter() - start), "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "effect_levers.json").write_text(json.dumps(out, indent=1) + "\n")
+    cols = ["lever", "psnr", "ssim", "line_f1", "train_psnr", "ort_ms", "ort_iqr_ms", "gflops", "train_s"]
+    table = format_table(rows, columns=cols, floatfmt=".3g")
+    (RESULTS / "effect_levers.md").write_text(
+        f"# Effect student levers\n\nCommand: `{out['command']}`; {args.steps} steps each, {out['recipe']}; "
+        f"held-out pairs (chelsea, coffee) against the teacher; ONNX Runtime ms for one 256x256 frame, 1 thread, "
+        f"interleaved. {out['seconds']} s.\n\n{table}\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
