@@ -15,6 +15,10 @@ from torch import nn
 from . import models
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded; the message names the file and what is wrong."""
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict | None = None) -> Path:
     """Write ``model`` to ``path``; ``meta`` must hold only str/int/float/bool/lists/dicts."""
     name = type(model).__name__
@@ -55,13 +59,24 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: train one (lesson 02) or check the path")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:            # truncated, empty, not a torch file, or pickled code refused
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable mobileunet checkpoint ({type(err).__name__}: "
+                              f"{first}); it may be truncated or not a checkpoint at all: make it again "
+                              f"with the command in its manifest") from None
     if not isinstance(ckpt, dict) or "arch" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a mobileunet checkpoint (no 'arch'/'state_dict' keys)")
+        raise CheckpointError(f"{path} is not a mobileunet checkpoint (no 'arch'/'state_dict' keys)")
     if ckpt["arch"] not in models.MODELS:
-        raise ValueError(f"{path} holds an unknown architecture {ckpt['arch']!r}; "
-                         f"known: {sorted(models.MODELS)}")
-    model = models.MODELS[ckpt["arch"]](**ckpt["config"])
+        raise CheckpointError(f"{path} holds an unknown architecture {ckpt['arch']!r}; "
+                              f"known: {sorted(models.MODELS)}")
+    if not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"{path}: its 'config' is not a dict of constructor arguments")
+    try:
+        model = models.MODELS[ckpt["arch"]](**ckpt["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: its config does not build a {ckpt['arch']} ({err})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     load_into(model, state, source=str(path))
     return model.eval(), ckpt.get("meta", {})

@@ -22,11 +22,12 @@ import datetime as _dt
 import json
 import platform
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
-MANIFEST_VERSION = 1
+from .manifest import (MANIFEST_VERSION, git_info, manifest_path, read_manifest, validation_split,  # noqa: F401
+                       write_manifest)
+
 
 LOSSES = ("weighted_bce", "bce", "dice", "bce_dice")
 SOFT_LOSSES = ("kl", "weighted_kl", "logit_mse")
@@ -394,14 +395,6 @@ def cmd_evaluate(args) -> int:
 # --- shared pieces -------------------------------------------------------------------------------
 
 
-def validation_split(manifest: dict | None, n: int | None = None, size: int | None = None,
-                     seed: int | None = None) -> tuple[int, int, int]:
-    """``(n, size, seed)`` of the cells validation split: what is given, else the manifest's, else 60, 128, 0."""
-    val = (manifest or {}).get("data", {}).get("val", {})
-    return (n or val.get("n", 60), size or val.get("size", 128),
-            seed if seed is not None else val.get("seed", 0))
-
-
 def check_output(out: Path, inputs: list[Path] = (), force: bool = False) -> None:
     """Refuse an ``--out`` that would destroy something, before any work starts.
 
@@ -513,52 +506,3 @@ def _finish(args, model, hist: dict, data: dict, model_info: dict) -> dict:
           f"{path.name}: val IoU {metrics['iou']:.4f}, Dice {metrics['dice']:.4f}, "
           f"instance F1 {metrics.get('instance_f1', float('nan')):.4f}")
     return manifest
-
-
-def manifest_path(checkpoint: str | Path) -> Path:
-    """Where a checkpoint's manifest lives: beside it, ``NAME.json``."""
-    return Path(checkpoint).with_suffix(".json")
-
-
-def write_manifest(checkpoint: str | Path, manifest: dict) -> Path:
-    """Write ``NAME.json`` beside the checkpoint, through a temporary file and a rename (never half-written).
-
-    Refuses numbers that are not finite (JSON has no NaN): a run that diverged
-    must not leave a manifest that other tools cannot read.
-    """
-    import os
-    import tempfile
-
-    path = manifest_path(checkpoint)
-    text = json.dumps(manifest, indent=1, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def read_manifest(checkpoint: str | Path) -> dict | None:
-    """The manifest beside a checkpoint, or None when there is none."""
-    path = manifest_path(checkpoint)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def git_info() -> dict:
-    """The git commit of the package's checkout, and which files of ``mobileunet/`` differ from it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--", "mobileunet"], cwd=root,
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_dirty": None}
-    changed = sorted(line[3:] for line in status.splitlines() if line.strip())
-    return {"git_commit": commit, "git_dirty": bool(changed), "git_uncommitted": changed}

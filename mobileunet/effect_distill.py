@@ -446,7 +446,8 @@ def run(args) -> int:
 
     from . import __version__
     from .checkpoint import load_checkpoint, save_checkpoint, sha256
-    from .cli import MANIFEST_VERSION, check_output, git_info, write_manifest
+    from .cli import check_output
+    from .manifest import MANIFEST_VERSION, git_info, write_manifest
     from .env import set_seed
     from . import models
     from .photos import EffectPairs, PairSpec, teacher_pairs

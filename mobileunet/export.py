@@ -487,7 +487,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
-    from .cli import read_manifest, validation_split
+    from .manifest import read_manifest, validation_split
     from .tables import format_table
 
     try:

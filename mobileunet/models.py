@@ -293,43 +293,12 @@ def effect_student(residual: bool = True, full_res_skip: bool = True,
                    decoder_channels: tuple[int, ...] = EFFECT_DECODER) -> EffectStudent:
     """An RGB effect student: ``default_student``'s encoder (MobileNetV3-Small), a thinner decoder.
 
-    **Why the decoder is thinner than ``default_student``'s (64, 32, 24, 16, 8).**
-    At 256x256 a MobileUNet's time goes to its high-resolution decoder stages,
-    which run on the most pixels, not to its encoder: in ONNX Runtime (1
-    thread) a width-0.5 encoder saves 1.5 ms of 16, while thinner stages at
-    strides 4, 2 and 1 save 5.6 ms. The cartoon did not miss the width.
-    Lesson 06's cartoon pairs (384 training, 48 held out, 160x160), 500 steps
-    on whole pairs, batch 8, lr 5e-3, seed 0, 1 CPU thread; held-out PSNR /
-    SSIM, and the time of one 256x256 frame in ONNX Runtime on 1 thread:
-
-    ===================== ==================== ======== =========
-    decoder_channels      held-out             ORT ms   GFLOPs
-    ===================== ==================== ======== =========
-    (64, 32, 24, 16, 8)   23.98 dB / 0.748     15.9     0.55
-    (64, 32, 24, 16, 4)   23.94 dB / 0.743     14.1     0.47
-    (64, 32, 16, 8, 8)    23.95 dB / 0.746     12.8     0.37
-    (48, 24, 16, 12, 4)   23.85 dB / 0.743     11.3     0.35
-    (64, 32, 16, 8, 4)    24.13 dB / 0.755     10.3     0.31
-    ===================== ==================== ======== =========
-
-    The last row is ``EFFECT_DECODER``: the fastest and no worse (the spread
-    between rows is about the run-to-run noise).
-
-    ``full_res_skip=True`` (the default) feeds the input image to the last,
-    full-resolution decoder stage, for 3 more input channels there. Measured
-    with the (64, 32, 24, 16, 8) decoder on 96x96 crops, batch 8, 1 CPU thread,
-    held-out PSNR / SSIM without -> with the skip:
-
-    ====== ======  =====================  =====================
-    steps  lr      without                with
-    ====== ======  =====================  =====================
-    300    2e-3    21.78 dB / 0.627       21.85 dB / 0.685
-    300    5e-3    22.14 dB / 0.647       22.37 dB / 0.714
-    600    5e-3    22.06 dB / 0.652       22.76 dB / 0.751
-    ====== ======  =====================  =====================
-
-    The gap grew with training; without the skip the full-resolution stage sees
-    only upsampled stride-2 features, so thin edge lines can only come from the residual.
+    The decoder is thinner near full resolution than ``default_student``'s
+    (64, 32, 24, 16, 8): at 256x256 a MobileUNet's time goes to its
+    high-resolution decoder stages, and the cartoon did not miss the width.
+    ``full_res_skip=True`` feeds the input image to the last, full-resolution
+    decoder stage. The measurements behind both choices are in
+    ``docs/effect_student.md``; lesson 06 compares it with ``guided_effect_student``.
 
     Example:
         >>> effect_student().config["decoder_channels"]

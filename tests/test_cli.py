@@ -163,3 +163,31 @@ def test_a_diverging_run_stops_with_a_clear_error_and_writes_nothing(tmp_path, c
     err = capsys.readouterr().err
     assert "training diverged" in err and "lower the learning rate" in err
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 592, b"not a checkpoint at all", b'{"json": true}'])
+def test_broken_checkpoints_give_one_line_naming_the_file(content, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    assert main(["evaluate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_pickled_module_is_refused_and_runs_no_code(tmp_path, capsys):
+    import torch
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"arch": "UNet", "state_dict": {}, "config": {}, "payload": torch.nn.ReLU()}, bad)
+    assert main(["evaluate", str(bad)]) == 2
+    assert "not a readable mobileunet checkpoint" in capsys.readouterr().err
+
+
+def test_a_manifest_that_is_not_an_object_is_named(teacher, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "t.pt"
+    shutil.copy(teacher, copy)
+    copy.with_suffix(".json").write_text("[1, 2]")
+    assert main(["evaluate", str(copy)]) == 2
+    assert "t.json is not a manifest" in capsys.readouterr().err

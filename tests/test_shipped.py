@@ -7,7 +7,7 @@ import torch
 
 from mobileunet import CellsDataset, evaluate, load_checkpoint
 from mobileunet.checkpoint import sha256
-from mobileunet.cli import read_manifest
+from mobileunet.manifest import read_manifest
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
 SHIPPED = ["unet_teacher_cells", "student_cells"]

@@ -1,0 +1,45 @@
+"""The command layer sits on top: no library module imports ``mobileunet.cli`` (or the modules that
+are only command-line halves), found by walking every module's imports, top level and inside functions."""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mobileunet"
+COMMAND_LAYER = {"cli", "__main__", "nbtools"}
+"""Modules that parse argv. ``effect_distill``, ``export`` and ``bench`` still hold a command half
+(their ``add_arguments``/``run``), which may import ``cli``'s argument types."""
+MAY_IMPORT_CLI = COMMAND_LAYER | {"effect_distill", "export", "bench"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.module and node.module.startswith("mobileunet."):
+                found.add(node.module.split(".")[1])
+            elif node.level == 1 and not node.module:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("mobileunet."))
+    return found
+
+
+def test_no_library_module_imports_the_command_line():
+    offenders = {p.stem: sorted(imported_modules(p) & COMMAND_LAYER) for p in PACKAGE.glob("*.py")
+                 if p.stem not in MAY_IMPORT_CLI}
+    assert not {k: v for k, v in offenders.items() if v}, offenders
+
+
+def test_manifests_have_one_home():
+    for p in PACKAGE.glob("*.py"):
+        if p.stem in ("manifest",):
+            continue
+        assert "def write_manifest" not in p.read_text() and "def read_manifest" not in p.read_text(), p.name
+
+
+def test_lessons_read_manifests_from_their_home():
+    for nb in (PACKAGE.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"):
+        text = nb.read_text()
+        assert "from mobileunet.cli import read_manifest" not in text or nb.name.startswith("05_"), nb.name
