@@ -36,6 +36,15 @@ def atomic_save(obj, path: str | Path) -> Path:
     A kill at any moment leaves either the old file or the new one, never a
     half-written one.
     """
+    return _atomic(path, "wb", lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    """A text file written like ``atomic_save``: the old file or the new one, never half of it."""
+    return _atomic(path, "w", lambda f: f.write(text))
+
+
+def _atomic(path: str | Path, mode: str, write) -> Path:
     import os
     import tempfile
 
@@ -43,8 +52,8 @@ def atomic_save(obj, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -23,22 +23,9 @@ def write_manifest(checkpoint: str | Path, manifest: dict) -> Path:
     Refuses numbers that are not finite (JSON has no NaN): a run that diverged
     must not leave a manifest that other tools cannot read.
     """
-    import os
-    import tempfile
+    from .checkpoint import atomic_write_text
 
-    path = manifest_path(checkpoint)
-    text = json.dumps(manifest, indent=1, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", manifest_path(checkpoint))
 
 
 def read_manifest(checkpoint: str | Path) -> dict | None:

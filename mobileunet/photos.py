@@ -313,7 +313,13 @@ def teacher_pairs(spec: PairSpec, params: CartoonParams | None = None, cache_dir
         stored = json.loads(stem.with_suffix(".json").read_text())
         if stored.get("hash") == manifest["hash"]:
             blob = torch.load(stem.with_suffix(".pt"), weights_only=True)
-            return EffectPairs(blob["inputs"], blob["targets"], stored["names"], stored)
+            want = (spec.n, 3, spec.size, spec.size)
+            if (isinstance(blob, dict) and all(isinstance(blob.get(k), torch.Tensor) and tuple(blob[k].shape) == want
+                                               and blob[k].dtype == torch.float32 for k in ("inputs", "targets"))
+                    and len(stored.get("names", ())) == spec.n):
+                return EffectPairs(blob["inputs"], blob["targets"], stored["names"], stored)
+            print(f"the cached pairs {stem.with_suffix('.pt')} do not match their manifest ({spec.n} pairs of "
+                  f"{spec.size}x{spec.size} expected): making them again")
     rng = np.random.default_rng([spec.seed, 0 if spec.split == "train" else 1])
     inputs, targets, names = [], [], []
     start = time.perf_counter()
@@ -324,7 +330,8 @@ def teacher_pairs(spec: PairSpec, params: CartoonParams | None = None, cache_dir
         names.append(name)
     to_tensor = lambda xs: torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
     manifest = {**manifest, "names": names, "teacher_seconds": round(time.perf_counter() - start, 2)}
-    cache.mkdir(parents=True, exist_ok=True)
-    torch.save({"inputs": to_tensor(inputs), "targets": to_tensor(targets)}, stem.with_suffix(".pt"))
-    stem.with_suffix(".json").write_text(json.dumps(manifest, indent=1) + "\n")
+    from .checkpoint import atomic_save, atomic_write_text
+
+    atomic_save({"inputs": to_tensor(inputs), "targets": to_tensor(targets)}, stem.with_suffix(".pt"))
+    atomic_write_text(json.dumps(manifest, indent=1) + "\n", stem.with_suffix(".json"))   # written last
     return EffectPairs(to_tensor(inputs), to_tensor(targets), names, manifest)

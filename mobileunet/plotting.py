@@ -267,6 +267,7 @@ def plot_regime_map(rows: Sequence[dict], summary: Sequence[dict], teacher: dict
                   if (r["regime"], r["recipe"], r["steps"]) == (s["regime"], recipe, s["steps"])]
             ax2.scatter([i + dx] * len(f1), f1, color=colour, s=18, label=recipe if i == 0 else None, zorder=3)
     ax2.axhline(teacher["instance_f1"], color="tab:blue", lw=1, ls="--", label="teacher")
+    ax2.set_ylim(top=max(ax2.get_ylim()[1], teacher["instance_f1"] + 0.03))
     ax2.set_xticks(range(len(dist)), regimes, fontsize=8)
     ax2.set(ylabel="instance F1 (one dot per seed)", title="are touching cells kept apart?")
     ax2.legend(fontsize=7)

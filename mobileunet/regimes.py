@@ -190,8 +190,14 @@ _SHARED: Shared | None = None
 
 
 def _init_worker(shared: Shared) -> None:
+    """One thread, and no output: a worker inherits the kernel's streams, so its progress bars would
+    land in the notebook; ``run_jobs`` reports each finished run from the parent instead."""
+    import os
+    import sys
+
     global _SHARED
     torch.set_num_threads(1)
+    sys.stdout = sys.stderr = open(os.devnull, "w")
     _SHARED = shared
 
 

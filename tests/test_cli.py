@@ -191,3 +191,29 @@ def test_a_manifest_that_is_not_an_object_is_named(teacher, tmp_path, capsys):
     copy.with_suffix(".json").write_text("[1, 2]")
     assert main(["evaluate", str(copy)]) == 2
     assert "t.json is not a manifest" in capsys.readouterr().err
+
+
+def test_a_kill_during_the_save_leaves_the_old_checkpoint_whole(teacher, tmp_path):
+    """SIGKILL a real process while it writes over a checkpoint: the old file and its manifest still load."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "keep.pt"
+    shutil.copy(teacher, target)
+    shutil.copy(teacher.with_suffix(".json"), target.with_suffix(".json"))
+    before = sha256(target)
+    script = (f"import torch, time\nfrom mobileunet.checkpoint import _atomic\n"
+              f"def slow(f):\n    f.write(b'x' * 1000)\n    f.flush()\n    print('writing', flush=True)\n"
+              f"    time.sleep(30)\n"
+              f"_atomic({str(target)!r}, 'wb', slow)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert sha256(target) == before == read_manifest(target)["checkpoint"]["sha256"]
+    load_checkpoint(target)
+    time.sleep(0.1)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]   # the partial write is a stray temp
