@@ -275,3 +275,25 @@ def plot_regime_map(rows: Sequence[dict], summary: Sequence[dict], teacher: dict
         ax.title.set_fontsize(9)
     fig.tight_layout()
     return fig
+
+
+def plot_effect_curve(curve: dict, title: str = ""):
+    """An effect student's learning curve: held-out PSNR (left), SSIM and line F1 (right) against steps.
+
+    ``curve`` is a manifest's ``training.curve`` or ``{"step": h["eval_step"], "psnr": h["val_psnr"], ...}``
+    from ``effect_distill.distill_effect``'s history.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.5, 2.8))
+    ax1.plot(curve["step"], curve["psnr"], marker="o", ms=3)
+    ax1.set(xlabel="step", ylabel="held-out PSNR (dB)", title=title or "PSNR against the teacher")
+    for key in ("ssim", "line_f1"):
+        if key in curve:
+            ax2.plot(curve["step"], curve[key], marker="o", ms=3, label=key.replace("_", " "))
+    ax2.set(xlabel="step", ylim=(0, 1), title="SSIM and line F1")
+    ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        ax.title.set_fontsize(9)
+    fig.tight_layout()
+    return fig

@@ -253,3 +253,69 @@ def test_animation_gif_is_small_and_valid(cam):
     assert gif.n_frames == len(frames) and gif.size == (2 * 64 + 2, 64)
     with pytest.raises(ValueError, match="same"):
         animation_gif({"a": frames, "b": frames[:2]})
+
+
+# --- deadlines, tracking, structure flicker ------------------------------------------------------
+
+def _run_with_times(totals):
+    from mobileunet.profile import Table
+    from mobileunet.realtime import PipelineRun
+
+    rows = [{"frame": i, **{f"{s}_ms": 0.0 for s in STAGES}, "model_ms": t, "total_ms": t}
+            for i, t in enumerate(totals)]
+    return PipelineRun(timings=Table(rows))
+
+
+def test_tail_counts_deadline_misses_that_the_mean_hides():
+    from mobileunet.realtime import deadline_table
+
+    run = _run_with_times([10.0] * 95 + [40.0] * 5)             # the mean (11.5 ms) fits, 5 frames do not
+    tail = run.tail(BUDGET_MS)
+    assert tail["misses"] == 5 and tail["miss rate"] == pytest.approx(0.05)
+    assert tail["median ms"] == 10 and tail["worst ms"] == 40 and tail["p99 ms"] == pytest.approx(40)
+    assert run.total_ms < BUDGET_MS
+    row = deadline_table({"x": run}).rows[0]
+    assert list(row) == ["pipeline", "frames", "median ms", "p95 ms", "p99 ms", "worst ms", "missed at 30 fps",
+                         "missed at 60 fps"]
+    assert row["missed at 30 fps"] == pytest.approx(0.05) and row["missed at 60 fps"] == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="budget_ms"):
+        run.tail(0)
+
+
+def test_timeline_marks_the_missed_frames():
+    from mobileunet.realtime import plot_timeline
+
+    fig = plot_timeline(_run_with_times([10.0, 50.0, 10.0, 60.0]))
+    assert "missed (2)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_downscaled_detection_finds_the_face_in_frame_pixels(cam):
+    big = VirtualCamera("astronaut", size=192, n_frames=2, centre=(0.35, 0.45))
+    full, small = FaceDetector()(big[0]), FaceDetector(downscale=2, min_size=48, scale_factor=1.4)(big[0])
+    assert full.source == small.source == "face"
+    centre = lambda r: (r.top + r.height / 2, r.left + r.width / 2)  # noqa: E731
+    assert np.hypot(*np.subtract(centre(full), centre(small))) < 0.25 * full.height
+    with pytest.raises(ValueError, match="24-pixel window"):
+        FaceDetector(downscale=4, min_size=32)
+
+
+def test_smoothed_boxes_move_part_of_the_way():
+    from mobileunet.realtime import _blend_boxes
+
+    a, b = Region(0, 0, 10, 10, "face"), Region(10, 10, 10, 10, "face")
+    assert _blend_boxes(a, b, 0.5, (64, 64)) == Region(5, 5, 10, 10, "face")
+    assert _blend_boxes(None, b, 0.5, (64, 64)) == b and _blend_boxes(a, b, 0.0, (64, 64)) == b
+    with pytest.raises(ValueError, match="smooth"):
+        Pipeline(identity, smooth=1.0)
+
+
+def test_structure_flicker_ignores_the_scenes_light():
+    from mobileunet.realtime import structure_flicker
+
+    rng = np.random.default_rng(0)
+    scene = rng.random((16, 16, 3)).astype(np.float32)
+    frames = [np.clip(scene * (1 + 0.05 * t), 0, 1) for t in range(4)]      # only the light changes
+    flat = [np.full_like(f, f.mean()) for f in frames]                       # an output that follows the light
+    assert flicker(flat, frames) > 0.1                                       # plain flicker sees the light
+    assert structure_flicker(flat, frames) < 1e-3                            # the structure never moves
+    assert structure_flicker(frames, frames) == pytest.approx(1)
