@@ -495,16 +495,19 @@ class PipelineRun:
 
     def summary(self, name: str = "") -> dict:
         """One row: mean ms per stage and per frame, the slowest 5% of frames (``p95 ms``),
-        fps, the share of the 33 ms budget and whether it keeps 30 fps.
+        the mean's share of the 33 ms budget, and whether it keeps 30 fps.
 
         Means, not medians, because a stage that runs every few frames (a detector
-        with ``detect_every``) costs its average; ``p95`` shows the frames that stutter.
+        with ``detect_every``) costs its average, and the stages add up to the
+        mean frame. "Keeps 30 fps" is judged by the deadlines, not the mean: at
+        most 1% of the frames over 33 ms (``tail``).
         """
         stages = self.stage_ms()
+        missed = self.tail(BUDGET_MS)["miss rate"]
         return {"pipeline": name, "frames": len(self.timings), **{f"{s} ms": v for s, v in stages.items()},
                 "total ms": self.total_ms, "p95 ms": float(np.percentile(self.timings.column("total_ms"), 95)),
-                "fps": self.fps, "budget": f"{100 * self.total_ms / BUDGET_MS:.0f}%",
-                "30 fps": "yes" if self.total_ms <= BUDGET_MS else "no"}
+                "budget": f"{100 * self.total_ms / BUDGET_MS:.0f}%",
+                "30 fps": "yes" if missed <= 0.01 else f"no ({missed:.0%} late)"}
 
 
 class Pipeline:

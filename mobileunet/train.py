@@ -54,7 +54,8 @@ class TrainConfig:
     """What a training run needs besides the model and the data.
 
     ``steps`` is the budget: lessons compare models at the same number of steps
-    and batch size, not the same wall time. ``crop`` trains on random tiles of
+    and batch size, not the same wall time. ``device`` defaults to the best
+    one present, so a lesson trains on a GPU where there is one. ``crop`` trains on random tiles of
     that side (``None`` trains on whole images); evaluation always sees whole images.
     """
     steps: int = 300
@@ -66,7 +67,7 @@ class TrainConfig:
     crop: int | None = None
     eval_every: int = 50
     seed: int = 0
-    device: str = "cpu"
+    device: str | None = None              # None: the best present (env.get_device): cuda, mps, else cpu
     desc: str = "train"
     extra: dict = field(default_factory=dict)  # free-form notes copied into the history
 
@@ -75,6 +76,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name}={value!r}: must be a positive int")
+        from .env import get_device
+        try:
+            self.device = get_device(self.device).type
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"TrainConfig.device={self.device!r}: {err}; use 'cpu', 'cuda' or 'mps', or None "
+                             f"for the best present") from None
         if not callable(self.loss):
             raise TypeError(f"TrainConfig.loss must be a function (logits, mask, weight) -> loss, "
                             f"got {self.loss!r}: use e.g. mobileunet.losses.dice_loss")

@@ -44,7 +44,7 @@ def test_the_shipped_student_is_the_default_student_distilled_from_the_shipped_t
         "data/checkpoints/student_cells.json to ship a matching student")
 
 
-EFFECT_TOLERANCE = {"psnr": 0.05, "ssim": 0.002}
+EFFECT_TOLERANCE = {"psnr": 0.05, "ssim": 0.002, "line_f1": 0.01}
 """PSNR (dB) and SSIM may move this much between machines: the teacher's float64 filters and the
 student's convolutions sum in another order; a changed effect or student moves them by far more."""
 
@@ -52,7 +52,7 @@ student's convolutions sum in another order; a changed effect or student moves t
 def test_the_shipped_effect_student_reproduces_its_manifest(tmp_path):
     from mobileunet.effect_distill import evaluate_effect
     from mobileunet.effects import CartoonParams
-    from mobileunet.models import effect_student
+    from mobileunet import models
     from mobileunet.photos import PairSpec, teacher_pairs
 
     path = CHECKPOINTS / "effect_student.pt"
@@ -64,7 +64,12 @@ def test_the_shipped_effect_student_reproduces_its_manifest(tmp_path):
     torch.load(path, weights_only=True)
     model, meta = load_checkpoint(path)
     assert meta["command"] == manifest["command"]
-    assert manifest["model"]["config"] == effect_student(model.residual).config
+    config = manifest["model"]["config"]
+    builder = getattr(models, manifest["model"]["builder"])
+    kwargs = {k: config[k] for k in ("residual", "exact_lines") if k in config}
+    assert config == builder(**kwargs).config, (
+        f"models.{manifest['model']['builder']}() changed since the effect student was trained: re-run the command "
+        f"in data/checkpoints/effect_student.json")
     # the first few held-out pairs, made again by the teacher (seconds), scored again
     val, check = manifest["data"]["val"], manifest["check"]
     spec = PairSpec("val", check["n"], val["size"], val["seed"], val["occlusion"], val["jitter"])
@@ -72,4 +77,5 @@ def test_the_shipped_effect_student_reproduces_its_manifest(tmp_path):
     assert sorted(pairs.manifest["photos"]) == val["photos"]
     scores = evaluate_effect(model, pairs)
     for key, tol in EFFECT_TOLERANCE.items():
-        assert scores[key] == pytest.approx(check[key], abs=tol), key
+        if key in check:
+            assert scores[key] == pytest.approx(check[key], abs=tol), key
