@@ -145,3 +145,30 @@ def test_distill_scratch_without_a_manifest_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "lone.pt").write_bytes(b"")
     assert main(["distill", *TINY, "--scratch", str(tmp_path / "lone.pt"), "--out", str(tmp_path / "x.pt")]) == 2
     assert "no manifest" in capsys.readouterr().err
+
+
+def test_prediction_report_and_the_map_figure():
+    from mobileunet.plotting import plot_regime_map
+    from mobileunet.regimes import prediction_report
+
+    rows = [{"regime": g, "recipe": rec, "seed": s, "steps": 10, "iou": iou + 0.001 * s, "instance_f1": 0.5}
+            for g, base, gain in (("clean labels", 0.9, 0.01), ("noisy labels", 0.8, 0.15))
+            for rec, iou in (("scratch", base), ("distilled", base + gain)) for s in (0, 1)]
+    summary = summarise(rows, teacher_iou=1.0)
+    assert "right" in prediction_report("noisy labels", summary)
+    assert "not what the map says" in prediction_report("clean labels", summary)
+    assert "no prediction" in prediction_report(None, summary)
+    fig = plot_regime_map(rows, summary, {"iou": 1.0, "instance_f1": 0.9})
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylim()[1] >= 0.93
+
+
+def test_a_kept_student_comes_back_from_its_row():
+    from mobileunet.regimes import student_of
+
+    train, val = cells_splits(8, 2, size=32)
+    shared = shared_data(UNet(base=8, depth=2), train, val)
+    row = run_jobs([Job(REGIMES[0], False, steps=1, batch_size=4, crop=24, keep=True)], shared, workers=1,
+                   report=None)[0]
+    assert student_of(row)(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match="keep=True"):
+        student_of({k: v for k, v in row.items() if k != "state_dict"})
