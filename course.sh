@@ -7,7 +7,7 @@
 #   bash course.sh outputs [NB..] re-run notebooks in full mode and store their outputs
 #   bash course.sh browser        lessons 01 and 04 in JupyterLab in headless Chromium (installs
 #                                 Debian's chromium with apt and playwright into .venv if missing)
-#   bash course.sh student-copies [DIR]  the class's copies: solutions stubbed, outputs cleared
+#   bash course.sh student-copies [DIR] [--force]  the class's copies: solutions stubbed, outputs cleared
 #                                 (default build/student)
 #
 # MOBILEUNET_TORCH_INDEX=URL picks where torch comes from (a CPU-only index
@@ -88,7 +88,7 @@ case "$cmd" in
         ;;
     student-copies)
         ensure_env
-        "$PY" -m mobileunet.nbtools student-copies --out "${1:-build/student}"
+        "$PY" -m mobileunet.nbtools student-copies --out "${1:-build/student}" "${@:2}"
         ;;
     *)
         sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'

@@ -21,6 +21,8 @@ from pathlib import Path
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 EXERCISE = re.compile(r"^# Exercise (\d\d\.\d+): (.+)$", re.M)
+MARKERISH = re.compile(r"(BEGIN|END)\s*SOLUTION", re.I)
+"""Anything that looks like a solution marker: only the exact markers, alone on a line, are accepted."""
 
 
 PROGRESS_BAR = re.compile(r"\d+%\|.*\| \d+/\d+")
@@ -66,6 +68,9 @@ def stub_solutions(source: str) -> str:
     out, inside = [], False
     for n, line in enumerate(source.splitlines(), start=1):
         marker = line.strip()
+        if marker not in (BEGIN, END) and MARKERISH.search(line):
+            raise ValueError(f"line {n}: {line.strip()!r} looks like a solution marker but is not one: write "
+                             f"{BEGIN!r} or {END!r} alone on its line")
         if marker == BEGIN:
             if inside:
                 raise ValueError(f"line {n}: {BEGIN} inside another solution region: close it with {END}")
@@ -105,13 +110,34 @@ def student_copy(src: str | Path, dst: str | Path) -> int:
     return stubbed
 
 
-def student_copies(notebooks: list[Path], out: Path) -> None:
-    """``student_copy`` each notebook into ``out``, refusing to overwrite the originals."""
-    for nb in notebooks:
-        dst = out / nb.name
-        if dst.exists() and dst.resolve() == nb.resolve():
-            raise ValueError(f"{dst} is the notebook itself: pick another --out, or the solutions are lost")
-        print(f"{dst}: {student_copy(nb, dst)} exercise cell(s) stubbed")
+def student_copies(notebooks: list[Path], out: Path, force: bool = False) -> None:
+    """``student_copy`` each notebook into ``out``: all of them or none.
+
+    Refuses an ``out`` that is, or lies inside, a folder of the lessons being
+    copied (the solutions would be lost), and existing files there unless
+    ``force``. The copies are made in a temporary folder first, so a failure
+    on one notebook leaves ``out`` as it was.
+    """
+    import shutil
+    import tempfile
+
+    out = Path(out)
+    sources = {nb.resolve().parent for nb in notebooks}
+    target = out.resolve()
+    for folder in sources:
+        if target == folder or folder in target.parents:
+            raise ValueError(f"--out {out} is {'' if target == folder else 'inside '}the lessons' own folder "
+                             f"({folder}): the student copies would overwrite the solutions; use e.g. build/student")
+    clash = [out / nb.name for nb in notebooks if (out / nb.name).exists()]
+    if clash and not force:
+        raise ValueError(f"{len(clash)} file(s) exist in {out} (e.g. {clash[0]}): use --force to replace them, "
+                         f"or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".student-", dir=out) as tmp:
+        made = [(Path(tmp) / nb.name, out / nb.name, student_copy(nb, Path(tmp) / nb.name)) for nb in notebooks]
+        for tmp_path, dst, stubbed in made:
+            shutil.move(str(tmp_path), str(dst))
+            print(f"{dst}: {stubbed} exercise cell(s) stubbed")
 
 
 def main(argv: list[str]) -> int:
@@ -123,6 +149,7 @@ def main(argv: list[str]) -> int:
     copies.add_argument("notebooks", nargs="*", type=Path,
                         help="notebooks to copy (default: notebooks/[0-9]*.ipynb)")
     copies.add_argument("--out", type=Path, default=Path("build/student"), help="folder to write (default: %(default)s)")
+    copies.add_argument("--force", action="store_true", help="replace copies already in --out")
     args = parser.parse_args(argv)
     if args.command == "strip-widgets":
         for p in args.notebooks:
@@ -132,7 +159,7 @@ def main(argv: list[str]) -> int:
     if not notebooks:
         parser.error("no notebooks under notebooks/: run from the course folder or name them")
     try:
-        student_copies(notebooks, args.out)
+        student_copies(notebooks, args.out, force=args.force)
     except ValueError as err:
         parser.error(str(err))
     return 0

@@ -254,7 +254,8 @@ def test_student_copies_stub_solutions_and_clear_outputs(tmp_path, capsys):
                 nbformat.v4.new_code_cell(SOLUTION, execution_count=3, outputs=out,
                                           metadata={"execution": {"shell.execute_reply": "x"}}),
                 nbformat.v4.new_code_cell(CHECK, execution_count=4, outputs=out)]
-    src = tmp_path / "09_twice.ipynb"
+    (tmp_path / "lessons").mkdir()
+    src = tmp_path / "lessons" / "09_twice.ipynb"
     nbformat.write(nb, src)
     run_cells(SOLUTION, CHECK)
     assert capsys.readouterr().out == "6\n"
@@ -272,8 +273,38 @@ def test_student_copies_stub_solutions_and_clear_outputs(tmp_path, capsys):
     with pytest.raises(CheckFailed, match="exercise 01.1 is not done yet"):
         run_cells(solution.source, check.source)
     with pytest.raises(SystemExit):
-        main(["student-copies", "--out", str(tmp_path), str(src)])
-    assert "is the notebook itself" in capsys.readouterr().err
+        main(["student-copies", "--out", str(tmp_path / "lessons"), str(src)])
+    assert "the lessons' own folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["student-copies", "--out", str(tmp_path / "lessons" / "sub"), str(src)])   # inside it
+    assert "inside the lessons' own folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):                                             # a second run does not overwrite
+        main(["student-copies", "--out", str(tmp_path / "student"), str(src)])
+    assert "use --force" in capsys.readouterr().err
+    assert main(["student-copies", "--out", str(tmp_path / "student"), str(src), "--force"]) == 0
+
+
+def test_student_copies_are_all_or_nothing(tmp_path, capsys):
+    good = nbformat.v4.new_notebook()
+    good.cells = [nbformat.v4.new_code_cell(SOLUTION)]
+    bad = nbformat.v4.new_notebook()
+    bad.cells = [nbformat.v4.new_code_cell("x = 1\n### BEGIN SOLUTION\nx = 2")]       # never closed
+    lessons = tmp_path / "lessons"
+    lessons.mkdir()
+    nbformat.write(good, lessons / "01_good.ipynb")
+    nbformat.write(bad, lessons / "02_bad.ipynb")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit):
+        main(["student-copies", "--out", str(out), str(lessons / "01_good.ipynb"), str(lessons / "02_bad.ipynb")])
+    assert "never closed" in capsys.readouterr().err
+    assert not list(out.glob("*.ipynb"))                                         # the good one was not written
+
+
+@pytest.mark.parametrize("line", ["### BEGIN SOLUTION (part a)", "x = 1  ### BEGIN SOLUTION", "### begin solution",
+                                  "# END SOLUTION"])
+def test_near_miss_markers_are_refused(line):
+    with pytest.raises(ValueError, match="looks like a solution marker"):
+        stub_solutions(f"def f():\n    {line}\n    return 1")
 
 
 def test_unbalanced_solution_markers_are_refused():
