@@ -48,8 +48,9 @@ case "$cmd" in
         ;;
     test)
         ensure_env
-        # One pytest run: package tests, then nbval over every notebook in FAST mode.
-        # --dist loadfile keeps each notebook's cells on one worker.
+        # The linter first (a second), then one pytest run: package tests, then nbval over
+        # every notebook in FAST mode. --dist loadfile keeps each notebook's cells on one worker.
+        "$PY" -m ruff check .
         MOBILEUNET_FAST=1 exec "$PY" -m pytest -n 2 --dist loadfile \
             --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
             tests notebooks "$@"

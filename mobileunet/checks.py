@@ -323,14 +323,16 @@ def check_v2_block(cls: Callable[..., nn.Module]) -> None:
     for c_in, c_out, s, t in [(16, 16, 1, 6), (16, 24, 2, 6), (16, 16, 1, 1)]:
         ref, hidden = mobilenet_v2_block(c_in, c_out, stride=s, expand=t), c_in * t
         want = count_params(ref)
-        hints = {want + (hidden if t > 1 else 0) + hidden + c_out: "a conv followed by BatchNorm needs no bias: bias=False",
+        hints = {want + (hidden if t > 1 else 0) + hidden + c_out:
+                 "a conv followed by BatchNorm needs no bias: bias=False",
                  want + 9 * hidden * (hidden - 1): "the 3x3 conv must be depthwise: groups=hidden",
                  want - 2 * c_out: "the projection is followed by a BatchNorm (and no activation)"}
         if t == 1:
             hints[want + c_in * hidden + 2 * hidden] = ("with t = 1 there is nothing to expand: leave the 1x1 "
                                                         "expand conv out (MobileNetV2's first block has none)")
         if c_out != c_in:
-            hints[count_params(InvertedResidual(c_in, c_out, c_out * t, s))] = "hidden = t * C_in: the block widens its input"
+            hints[count_params(InvertedResidual(c_in, c_out, c_out * t, s))] = (
+                "hidden = t * C_in: the block widens its input")
         x = torch.randn(2, c_in, 10, 12)
 
         def shape_hint(shape):
@@ -541,7 +543,8 @@ def check_residual_output(fn: Callable) -> None:
             "add the input's logit: sigmoid(net_out) alone is the non-residual student": torch.sigmoid(net_out),
         }, 1e-4)
         _fail(ex, f"your image differs from EffectStudent(residual=True)'s by up to "
-                  f"{(got - want).abs().max().item():.3g}. {hint or 'Recipe: sigmoid(logit(x.clamp(1e-3, 1 - 1e-3)) + net_out).'}")
+                  f"{(got - want).abs().max().item():.3g}. "
+                  f"{hint or 'Recipe: sigmoid(logit(x.clamp(1e-3, 1 - 1e-3)) + net_out).'}")
     zero = _call(ex, fn, x.clone(), torch.zeros_like(net_out))
     if not _close(zero, x.clamp(1e-3, 1 - 1e-3), 1e-5):
         _fail(ex, "when the net outputs 0 the student must return its input (clamped to [1e-3, 1 - 1e-3]); "

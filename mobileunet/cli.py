@@ -197,10 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (the generated cells; defaults are lesson 02's full mode)")
-    g.add_argument("--n-train", type=_positive_int, metavar="N", default=240, help="training images (default: %(default)s)")
-    g.add_argument("--n-val", type=_positive_int, metavar="N", default=60, help="validation images (default: %(default)s)")
-    g.add_argument("--size", type=_positive_int, metavar="PX", default=128, help="image side in pixels (default: %(default)s)")
-    g.add_argument("--data-seed", type=int, metavar="SEED", default=0, help="seed of the generated data (default: %(default)s)")
+    g.add_argument("--n-train", type=_positive_int, metavar="N", default=240,
+                   help="training images (default: %(default)s)")
+    g.add_argument("--n-val", type=_positive_int, metavar="N", default=60,
+                   help="validation images (default: %(default)s)")
+    g.add_argument("--size", type=_positive_int, metavar="PX", default=128,
+                   help="image side in pixels (default: %(default)s)")
+    g.add_argument("--data-seed", type=int, metavar="SEED", default=0,
+                   help="seed of the generated data (default: %(default)s)")
     g = p.add_argument_group("label noise (lesson 05's regimes; all off by default: clean labels)")
     g.add_argument("--label-miss", type=_fraction, metavar="P", default=0.0,
                    help="leave each cell out of the training masks with probability P, 0..1")
@@ -208,9 +212,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="grow each kept cell's outline by 0..PX pixels (fills the gaps between cells)")
     g.add_argument("--label-erode", type=_shift, metavar="PX", default=0,
                    help="shrink each kept cell's outline by 0..PX pixels")
-    g.add_argument("--label-seed", type=int, metavar="SEED", default=0, help="seed of the label noise (default: %(default)s)")
+    g.add_argument("--label-seed", type=int, metavar="SEED", default=0,
+                   help="seed of the label noise (default: %(default)s)")
     g = p.add_argument_group("training budget")
-    g.add_argument("--steps", type=_positive_int, metavar="N", default=300, help="optimiser steps (default: %(default)s)")
+    g.add_argument("--steps", type=_positive_int, metavar="N", default=300,
+                   help="optimiser steps (default: %(default)s)")
     g.add_argument("--batch-size", type=_positive_int, metavar="N", default=8, help="(default: %(default)s)")
     g.add_argument("--crop", type=_nonneg_int, metavar="PX", default=64,
                    help="train on random CROP x CROP tiles; 0 = whole images (default: %(default)s)")

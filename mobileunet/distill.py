@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from .data import border_weight_map
-from .train import TrainConfig, fit, predict, unpack_batch
+from .train import TrainConfig, fit, unpack_batch
 
 SoftLoss = Callable[[torch.Tensor, torch.Tensor, float, torch.Tensor], torch.Tensor]
 """``soft_loss(student_logits, teacher_logits, temperature, weight) -> loss``; ``weight`` is

@@ -399,7 +399,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-val", type=_positive_int, default=48, help="held-out pairs (default: %(default)s)")
     g.add_argument("--size", type=_positive_int, default=160, help="pair side in pixels (default: %(default)s)")
     g.add_argument("--data-seed", type=int, default=0, help="(default: %(default)s)")
-    g.add_argument("--occlusion", type=float, default=0.5, help="share of inputs with an occluder (default: %(default)s)")
+    g.add_argument("--occlusion", type=float, default=0.5,
+                   help="share of inputs with an occluder (default: %(default)s)")
     g.add_argument("--extra-pets", type=_nonneg_int, default=0,
                    help="add up to N Oxford-IIIT Pet photos to training, if downloaded (default: %(default)s)")
     g.add_argument("--dead-leaves", type=_nonneg_int, default=0, metavar="N",

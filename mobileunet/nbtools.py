@@ -148,7 +148,8 @@ def main(argv: list[str]) -> int:
     copies = sub.add_parser("student-copies", help="copies with solutions stubbed and outputs cleared")
     copies.add_argument("notebooks", nargs="*", type=Path,
                         help="notebooks to copy (default: notebooks/[0-9]*.ipynb)")
-    copies.add_argument("--out", type=Path, default=Path("build/student"), help="folder to write (default: %(default)s)")
+    copies.add_argument("--out", type=Path, default=Path("build/student"),
+                        help="folder to write (default: %(default)s)")
     copies.add_argument("--force", action="store_true", help="replace copies already in --out")
     args = parser.parse_args(argv)
     if args.command == "strip-widgets":

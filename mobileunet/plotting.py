@@ -260,7 +260,8 @@ def plot_regime_map(rows: Sequence[dict], summary: Sequence[dict], teacher: dict
     ax1.axhline(0.5, color="k", lw=0.8, ls=":")
     ax1.text(len(dist) - 0.5, 0.5, " half the gap", va="bottom", ha="right", fontsize=7)
     ax1.set_xticks(range(len(dist)), regimes, fontsize=8)
-    ax1.set(ylabel="share of the IoU gap closed", title="IoU: scratch -> distilled, as a share of the gap to the teacher")
+    ax1.set(ylabel="share of the IoU gap closed",
+            title="IoU: scratch -> distilled, as a share of the gap to the teacher")
     for i, s in enumerate(dist):
         for recipe, dx, colour in (("scratch", -0.15, "tab:grey"), ("distilled", 0.15, "tab:green")):
             f1 = [r["instance_f1"] for r in rows

@@ -52,7 +52,8 @@ def test_evaluate_reproduces_the_manifest(teacher, capsys):
 def test_distill_writes_a_student_that_names_its_teacher(teacher, tmp_path):
     out = tmp_path / "student.pt"
     assert main(["distill", "--teacher", str(teacher), *TINY, "--soft-weight", "0.5",
-                 "--temperature", "2", "--soft-loss", "weighted_kl", "--hint", "ups.2:decoder.blocks.3", "--unlabelled", "4",
+                 "--temperature", "2", "--soft-loss", "weighted_kl", "--hint", "ups.2:decoder.blocks.3",
+                 "--unlabelled", "4",
                  "--out", str(out)]) == 0
     m = read_manifest(out)
     assert m["model"]["builder"] == "default_student"

@@ -57,4 +57,4 @@ def test_format_table_aligns_columns():
     text = format_table([{"a": 1, "b": 0.5}, {"a": 123456, "b": 2.0}])
     lines = text.splitlines()
     assert lines[0] == "| a       | b     |"
-    assert "123,456" in lines[3] and len({len(l) for l in lines}) == 1
+    assert "123,456" in lines[3] and len({len(line) for line in lines}) == 1

@@ -115,7 +115,8 @@ def v2_block(relu_after_project=False, residual=True, always_expand=False):
         def __init__(self, c_in, c_out, stride=1, t=6):
             super().__init__()
             h = c_in * t
-            expand = [nn.Conv2d(c_in, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU6()] if t != 1 or always_expand else []
+            expand = ([nn.Conv2d(c_in, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU6()]
+                      if t != 1 or always_expand else [])
             self.layers = nn.Sequential(*expand, nn.Conv2d(h, h, 3, stride, 1, groups=h, bias=False),
                                         nn.BatchNorm2d(h), nn.ReLU6(), nn.Conv2d(h, c_out, 1, bias=False),
                                         nn.BatchNorm2d(c_out), *([nn.ReLU6()] if relu_after_project else []))
@@ -175,7 +176,8 @@ WRONG = [
     (checks.check_receptive_field, lambda layers: 1 + sum(k - 1 for k, _ in layers), "you left the strides out"),
     (checks.check_receptive_field, lambda layers: _field(layers) - 1, "Start from 1"),
     (checks.check_dice_loss, _dice_score, "That is the Dice score; the loss is 1 - Dice"),
-    (checks.check_dice_loss, lambda z, m: 1 - _dice_score(z, m, sigmoid=False), "Apply torch.sigmoid to the logits first"),
+    (checks.check_dice_loss, lambda z, m: 1 - _dice_score(z, m, sigmoid=False),
+     "Apply torch.sigmoid to the logits first"),
     (checks.check_dice_loss, lambda z, m: 1 - _dice_score(z, m).item(), "drop .item()"),
     (checks.check_border_weights, lambda lab, w0, s: border_weight_map(lab, w0, s)
      - border_weight_map((lab > 0).astype(int)), "The class-balance term w_c is missing"),
@@ -208,8 +210,9 @@ WRONG = [
     (checks.check_psnr, lambda p, t: 20 * torch.log10(1 / (p - t).pow(2).flatten(1).mean(1)),
      "you have 20 log10(1 / MSE)"),
     (checks.check_onnx_parity, _no_export, "no file at the path you were given"),
-    (checks.check_int8_weights, lambda w: torch.fake_quantize_per_tensor_affine(w, float(w.abs().max()) / 127, 0,
-                                                                                -127, 127), "One scale per output channel"),
+    (checks.check_int8_weights,
+     lambda w: torch.fake_quantize_per_tensor_affine(w, float(w.abs().max()) / 127, 0, -127, 127),
+     "One scale per output channel"),
     (checks.check_int8_weights, lambda w: (w / (w.abs().amax((1, 2, 3), keepdim=True) / 127)).round(),
      "not the integers q"),
 ]
@@ -267,7 +270,8 @@ def test_student_copies_stub_solutions_and_clear_outputs(tmp_path, capsys):
     assert md.source == "### Exercise 09.1" and check.source == CHECK
     assert all(c.outputs == [] and c.execution_count is None for c in (solution, check))
     assert "widgets" not in copy.metadata and "execution" not in solution.metadata
-    stub = '        raise NotImplementedError("your turn: exercise 09.1 — write Twice, a module that doubles its input")'
+    stub = ('        raise NotImplementedError("your turn: exercise 09.1 — '
+            'write Twice, a module that doubles its input")')
     assert solution.source.count(stub) == 2 and BEGIN not in solution.source
     assert "    def forward(self, x):" in solution.source and "self.factor" not in solution.source
     with pytest.raises(CheckFailed, match="exercise 01.1 is not done yet"):

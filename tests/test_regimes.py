@@ -94,7 +94,8 @@ def test_regime_runs_agree_in_one_process_and_in_two_workers():
     pool = run_jobs(jobs, shared, workers=2, report=None)
     assert [(r["regime"], r["recipe"]) for r in pool] == [(j.regime.name, j.recipe) for j in jobs]
     for a, b in zip(here, pool):
-        assert a["iou"] == pytest.approx(b["iou"], abs=1e-6) and a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-4)
+        assert a["iou"] == pytest.approx(b["iou"], abs=1e-6)
+        assert a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-4)
     few = [r for r in here if r["regime"] == "few labels"]
     assert few[0]["final_loss"] != few[1]["final_loss"]            # the distilled run saw the pool
 

@@ -17,7 +17,7 @@ def test_static_table_is_deterministic_and_complete():
 
 def test_explorer_updates_its_table_and_picture():
     panel = architecture_explorer(in_channels=1)
-    (enc, width), (decoder, size) = panel.children[0].children, panel.children[1].children
+    (_enc, _width), (decoder, size) = panel.children[0].children, panel.children[1].children
     table, picture = panel.children[3], panel.children[4]
     before = table.value
     size.value = 128

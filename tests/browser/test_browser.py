@@ -170,7 +170,8 @@ def _session_idle(base: str, token: str, name: str) -> bool:
 
 
 def _status(page) -> str:
-    return page.locator(".jp-StatusBar-Widget").first.inner_text() if page.locator(".jp-StatusBar-Widget").count() else ""
+    bar = page.locator(".jp-StatusBar-Widget")
+    return bar.first.inner_text() if bar.count() else ""
 
 
 def _kernel_idle(page) -> bool:
@@ -258,7 +259,8 @@ def test_lesson_04_explorer_answers_its_slider(browser, lab):
         handle = slider.locator(".noUi-handle")
         handle.focus()
         handle.press("ArrowLeft")             # width 1.0 -> 0.75: the kernel rebuilds the model
-        page.wait_for_function("([el, old]) => el.textContent.trim() !== old", arg=[table.element_handle(), before_table],
+        page.wait_for_function("([el, old]) => el.textContent.trim() !== old",
+                               arg=[table.element_handle(), before_table],
                                timeout=120_000)
         _until(page, lambda: _kernel_idle(page), 120, "04: the kernel stayed busy after the slider moved")
         after_readout, after_row = _text(readout), table.locator("td").all_text_contents()
