@@ -16,14 +16,24 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=.venv
-PY="$VENV/bin/python"
+BIN="$VENV/bin"
+[ -d "$VENV/Scripts" ] && BIN="$VENV/Scripts"          # a venv made by a Windows Python (Git Bash)
+PY="$BIN/python"
 STAMP="$VENV/.mobileunet-installed"
 TORCH_PINS="torch==2.14.1 torchvision==0.29.1"
 
 ensure_env() {
-    if [ ! -x "$PY" ]; then
-        echo "[course] creating $VENV"
-        python3 -m venv "$VENV"
+    if [ ! -x "$PY" ] && [ ! -x "$PY.exe" ]; then
+        BASE="${MOBILEUNET_PYTHON:-python3}"
+        [ -z "${MOBILEUNET_PYTHON:-}" ] && ! command -v python3 >/dev/null && BASE=python
+        if ! "$BASE" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+            echo "[course] the course needs Python 3.10 or newer; '$BASE' is $("$BASE" -V 2>/dev/null || echo "not found")." >&2
+            echo "[course] install a newer Python, or point MOBILEUNET_PYTHON at one" >&2
+            exit 1
+        fi
+        echo "[course] creating $VENV with $("$BASE" -V 2>&1)"
+        "$BASE" -m venv "$VENV" || { rm -rf "$VENV"; echo "[course] could not create $VENV" >&2; exit 1; }
+        [ -d "$VENV/Scripts" ] && BIN="$VENV/Scripts" && PY="$BIN/python"
     fi
     if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
         echo "[course] installing torch and the course (one time, a few minutes)"
@@ -35,7 +45,7 @@ ensure_env() {
         fi
         "$PY" -m pip install -q -e ".[course,test]"
         "$PY" -m ipykernel install --sys-prefix --name mobileunet --display-name "mobileunet" >/dev/null
-        touch "$STAMP"
+        touch "$STAMP"                                  # only a complete install is marked as one
     fi
 }
 
@@ -44,7 +54,7 @@ shift || true
 case "$cmd" in
     lab)
         ensure_env
-        exec "$VENV/bin/jupyter" lab notebooks/ "$@"
+        exec "$BIN/jupyter" lab notebooks/ "$@"
         ;;
     test)
         ensure_env
@@ -80,7 +90,7 @@ case "$cmd" in
         for nb in "${notebooks[@]}"; do
             echo "[course] running $nb in full mode"
             start=$(date +%s)
-            MOBILEUNET_FAST=0 "$VENV/bin/jupyter" nbconvert --to notebook --execute --inplace \
+            MOBILEUNET_FAST=0 "$BIN/jupyter" nbconvert --to notebook --execute --inplace \
                 --ExecutePreprocessor.timeout=3600 \
                 --ExecutePreprocessor.store_widget_state=False "$nb"
             "$PY" -m mobileunet.nbtools strip-widgets "$nb"
