@@ -35,19 +35,23 @@ HINT_LOSSES = ("mse", "cosine")
 DTYPES = ("float32", "float16")
 
 
-BUILDERS = ("unet_teacher", "unet_2015", "default_student", "mobile_unet_v2",
-            "mobile_unet_v3_small", "mobile_unet_v3_large")
-"""Model builders in ``mobileunet.models`` the command line can name (``--model``, ``--student``)."""
+def _segmentation_builders() -> tuple[str, ...]:
+    from .models import builders
+    return tuple(builders("segmentation"))
+
+
+BUILDERS = _segmentation_builders()
+"""Model builders the command line can name (``--model``, ``--student``): ``models.builders("segmentation")``."""
 
 
 def build_model(name: str, seed: int):
     """``mobileunet.models.<name>(in_channels=1, out_channels=1)``, its weights drawn after ``set_seed(seed)``."""
-    from . import models
     from .env import set_seed
+    from .models import builders
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}: use one of {BUILDERS}")
     set_seed(seed)
-    return getattr(models, name)(in_channels=1, out_channels=1)
+    return builders("segmentation")[name](in_channels=1, out_channels=1)
 
 
 # --- argument types ------------------------------------------------------------------------------

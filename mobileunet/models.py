@@ -5,9 +5,31 @@ Lesson 01 builds this UNet by hand and proves it equals ``UNet()`` here.
 from __future__ import annotations
 
 import torch
+from typing import Callable
+
 from torch import nn
 
 from .layers import UPSAMPLE_MODES, DoubleConv, Down, Up, UpNoSkip
+
+BUILDERS: dict[str, tuple[str, Callable[..., nn.Module]]] = {}
+"""The one registry of model builders: ``name: (task, builder)``. The command line, the effect
+command and the tests read it (``builders``); ``register_builder`` fills it."""
+
+
+def register_builder(task: str):
+    """Decorator: record a builder function under its name for ``task`` ("segmentation" or "effect")."""
+    if task not in ("segmentation", "effect"):
+        raise ValueError(f"task={task!r}: use 'segmentation' or 'effect'")
+
+    def add(fn):
+        BUILDERS[fn.__name__] = (task, fn)
+        return fn
+    return add
+
+
+def builders(task: str | None = None) -> dict[str, Callable[..., nn.Module]]:
+    """``{name: builder}`` of the registered builders, all or those of one ``task``."""
+    return {name: fn for name, (t, fn) in BUILDERS.items() if task is None or t == task}
 
 
 class UNet(nn.Module):
@@ -79,11 +101,13 @@ class UNet(nn.Module):
         return self.outc(x)                                         # (B, out, H, W)
 
 
+@register_builder("segmentation")
 def unet_2015(in_channels: int = 1, out_channels: int = 1) -> UNet:
     """The paper's layout: 64-128-256-512-1024 channels, transposed-conv upsampling."""
     return UNet(in_channels, out_channels, base=64, depth=4)
 
 
+@register_builder("segmentation")
 def unet_teacher(in_channels: int = 1, out_channels: int = 1) -> UNet:
     """The course's segmentation teacher: the 2015 layout at half width (base 32).
 
@@ -96,6 +120,7 @@ def unet_teacher(in_channels: int = 1, out_channels: int = 1) -> UNet:
 
 MODELS: dict[str, type[nn.Module]] = {"UNet": UNet}
 """Classes a checkpoint may name; ``checkpoint.load_checkpoint`` rebuilds from here."""
+
 
 
 # --- MobileUNet: the course's student (lesson 04) --------------------------------------------
@@ -175,6 +200,7 @@ def _scaled(channels: tuple[int, ...], width: float) -> tuple[int, ...]:
     return tuple(make_divisible(c * width) for c in channels)
 
 
+@register_builder("segmentation")
 def mobile_unet_v2(width: float = 0.5, in_channels: int = 3, out_channels: int = 1) -> MobileUNet:
     """MobileNetV2 encoder at ``width``; decoder (128, 48, 32, 32, 16) scaled by ``width``.
 
@@ -190,6 +216,7 @@ def mobile_unet_v2(width: float = 0.5, in_channels: int = 3, out_channels: int =
                       in_channels, out_channels)
 
 
+@register_builder("segmentation")
 def mobile_unet_v3_small(width: float = 1.0, in_channels: int = 3, out_channels: int = 1) -> MobileUNet:
     """MobileNetV3-Small encoder at ``width``; decoder (64, 32, 24, 16, 8) scaled by ``width``.
 
@@ -201,12 +228,14 @@ def mobile_unet_v3_small(width: float = 1.0, in_channels: int = 3, out_channels:
                       in_channels, out_channels)
 
 
+@register_builder("segmentation")
 def mobile_unet_v3_large(width: float = 1.0, in_channels: int = 3, out_channels: int = 1) -> MobileUNet:
     """MobileNetV3-Large encoder at ``width``; decoder (112, 40, 24, 16, 8) scaled by ``width``."""
     return MobileUNet("mobilenet_v3_large", width, _scaled((112, 40, 24, 16, 8), width),
                       in_channels, out_channels)
 
 
+@register_builder("segmentation")
 def default_student(in_channels: int = 3, out_channels: int = 1) -> MobileUNet:
     """The course's default student: ``mobile_unet_v3_small(1.0)``, chosen in lesson 04.
 
@@ -289,6 +318,7 @@ EFFECT_DECODER = (64, 32, 16, 8, 4)
 """The effect student's decoder channels, from stride 16 to full resolution (see ``effect_student``)."""
 
 
+@register_builder("effect")
 def effect_student(residual: bool = True, full_res_skip: bool = True,
                    decoder_channels: tuple[int, ...] = EFFECT_DECODER) -> EffectStudent:
     """An RGB effect student: ``default_student``'s encoder (MobileNetV3-Small), a thinner decoder.
@@ -408,6 +438,7 @@ GUIDED_DECODER = (96, 48, 32, 24, 16)
 """The guided student's decoder channels: wider than ``EFFECT_DECODER``, at half resolution."""
 
 
+@register_builder("effect")
 def guided_effect_student(residual: bool = True, exact_lines: bool = True,
                           decoder_channels: tuple[int, ...] = GUIDED_DECODER) -> GuidedEffectStudent:
     """Lesson 06's guided student: MobileNetV3-Small at half resolution, lifted by a guided filter.

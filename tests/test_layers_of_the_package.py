@@ -43,3 +43,15 @@ def test_lessons_read_manifests_from_their_home():
     for nb in (PACKAGE.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"):
         text = nb.read_text()
         assert "from mobileunet.cli import read_manifest" not in text, nb.name
+
+
+def test_one_registry_of_builders():
+    from mobileunet import models
+    from mobileunet.cli import BUILDERS
+    from mobileunet.effect_distill import EFFECT_STUDENTS
+
+    assert BUILDERS == tuple(models.builders("segmentation"))
+    assert EFFECT_STUDENTS == tuple(models.builders("effect"))
+    assert set(models.builders()) == set(BUILDERS) | set(EFFECT_STUDENTS)
+    for name, build in models.builders().items():
+        assert getattr(models, name) is build
