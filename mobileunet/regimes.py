@@ -126,9 +126,10 @@ def regime_sets(regime: Regime, shared: Shared, seed: int = 0) -> tuple[Dataset,
     """``(labelled training set, unlabelled pool or None)`` of a regime, from the shared data.
 
     Label noise is seeded by ``seed`` (one corruption per run seed, the same
-    for scratch and distilled). A labelled set smaller than a batch is
-    repeated so that a batch can be drawn; the step count, not the number of
-    passes, is the budget.
+    for scratch and distilled). The pool is the indices of the training images
+    without labels. (``run_job`` repeats a labelled set smaller than a batch
+    so that a batch can be drawn; the step count, not the number of passes,
+    is the budget.)
     """
     train = shared.train
     labelled: Dataset = train
@@ -176,8 +177,7 @@ def run_job(job: Job, shared: Shared) -> dict:
     kept = {"state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()}} if job.keep else {}
     return {**kept, "regime": job.regime.name, "recipe": job.recipe, "seed": job.seed, "steps": job.steps,
             "soft_weight": cfg.soft_weight, "temperature": job.temperature, "soft_loss": job.soft_loss,
-            "iou": scores["iou"],
-            "dice": scores["dice"], "instance_f1": scores["instance_f1"],
+            "iou": scores["iou"], "dice": scores["dice"], "instance_f1": scores["instance_f1"],
             "seconds": round(time.perf_counter() - start, 1), "final_loss": hist["loss"][-1]}
 
 
