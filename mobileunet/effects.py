@@ -142,21 +142,27 @@ def lines_from_lightness(lightness: torch.Tensor, params: CartoonParams | None =
     Gaussians as ``scipy.ndimage``'s (``nearest`` border, 4-sigma truncation),
     the threshold as ``cartoon``'s. A student that keeps this cheap step exact
     (``models.GuidedEffectStudent(exact_lines=True)``) predicts the lightness
-    and leaves the lines to this function.
+    and leaves the lines to this function. Both Gaussians run as one separable
+    pair of 2-channel convolutions after one padding (the smaller kernel is
+    zero-padded to the larger's width), which gives the same numbers as two
+    separate blurs in fewer, larger operations.
     """
     import torch.nn.functional as F
 
     p = params or CartoonParams()
-
-    def gaussian(t, sigma):
+    sigmas = (p.edge_sigma, 1.6 * p.edge_sigma)
+    R = int(4.0 * sigmas[1] + 0.5)
+    x = torch.arange(-R, R + 1, dtype=lightness.dtype, device=lightness.device)
+    taps = []
+    for sigma in sigmas:
         r = int(4.0 * sigma + 0.5)
-        x = torch.arange(-r, r + 1, dtype=t.dtype, device=t.device)
-        k = torch.exp(-x**2 / (2 * sigma**2))
-        k = k / k.sum()
-        t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-        return F.conv2d(F.pad(t, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
-
-    dog = gaussian(lightness, p.edge_sigma) - p.edge_tau * gaussian(lightness, 1.6 * p.edge_sigma)
+        k = torch.where(x.abs() <= r, torch.exp(-x**2 / (2 * sigma**2)), torch.zeros_like(x))
+        taps.append(k / k.sum())
+    k = torch.stack(taps)                                           # (2, 2R+1)
+    t = F.pad(lightness, (R, R, R, R), mode="replicate")
+    t = F.conv2d(t, k.view(2, 1, 1, -1))                            # (B, 2, H + 2R, W)
+    t = F.conv2d(t, k.view(2, 1, -1, 1), groups=2)                  # (B, 2, H, W)
+    dog = t[:, :1] - p.edge_tau * t[:, 1:]
     return torch.where(dog > 0, torch.ones_like(dog), 1.0 + torch.tanh(p.edge_phi * dog))
 
 
