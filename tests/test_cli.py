@@ -218,3 +218,14 @@ def test_a_kill_during_the_save_leaves_the_old_checkpoint_whole(teacher, tmp_pat
     load_checkpoint(target)
     time.sleep(0.1)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]   # the partial write is a stray temp
+
+
+def test_atomic_writes_keep_the_usual_permissions(tmp_path):
+    import os
+
+    from mobileunet.checkpoint import atomic_write_text
+
+    path = atomic_write_text("x", tmp_path / "f.json")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
