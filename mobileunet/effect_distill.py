@@ -272,12 +272,27 @@ def distill_effect(student: nn.Module, train_pairs, cfg: EffectConfig, val_pairs
 
 
 @torch.no_grad()
-def predict_effect(model: nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """The student's images for a stack of inputs, in eval mode."""
+def predict_effect(model: nn.Module, images: torch.Tensor, batch_size: int = 16, pad: int = 0) -> torch.Tensor:
+    """The student's images for a stack of inputs, in eval mode.
+
+    ``pad`` reflects each image by that many pixels on every side before the
+    student sees it, and crops the result back: the student's border zone
+    (where its stride-2 convolutions saw zero padding in training) then falls
+    on reflected pixels that are thrown away. Lesson 06 measures what it buys.
+    """
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0 or (pad and pad >= min(images.shape[-2:])):
+        raise ValueError(f"pad={pad!r}: give whole pixels, 0 or more and smaller than the images "
+                         f"({tuple(images.shape[-2:])})")
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(images[i:i + batch_size].to(device)).cpu()
-                      for i in range(0, len(images), batch_size)])
+
+    def run(x):
+        if not pad:
+            return model(x)
+        y = model(nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect"))
+        return y[..., pad:-pad, pad:-pad]
+
+    return torch.cat([run(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
 
 
 LINE_DARKER = 0.05

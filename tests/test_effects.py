@@ -385,3 +385,13 @@ def test_effect_command_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys
     assert not state.exists()
     assert main([*argv[:-2], "--steps", "6", "--out", str(out), "--resume"]) == 2
     assert "no training state" in capsys.readouterr().err
+
+
+def test_predict_effect_with_reflect_padding_keeps_the_size():
+    from mobileunet.effect_distill import predict_effect
+
+    x = torch.rand(3, 3, 40, 44)
+    model = effect_student().eval()
+    assert predict_effect(model, x, pad=8).shape == x.shape
+    with pytest.raises(ValueError, match="pad"):
+        predict_effect(model, x, pad=40)
