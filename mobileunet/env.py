@@ -81,6 +81,7 @@ COURSE_PACKAGES = [
     ("numpy", "arrays", "core"),
     ("scipy", "distance transforms for the weight maps", "core"),
     ("skimage", "bundled photos for the effect lessons", "core"),
+    ("sklearn", "two more bundled photos (lesson 06)", "core"),
     ("matplotlib", "every figure", "core"),
     ("ipywidgets", "explorers (each has a static fallback)", "core"),
     ("tqdm", "progress bars", "core"),
@@ -96,7 +97,7 @@ def check_environment() -> list[dict]:
     """
     from importlib import metadata, util
 
-    dist_names = {"skimage": "scikit-image"}
+    dist_names = {"skimage": "scikit-image", "sklearn": "scikit-learn"}
     rows = []
     for module, purpose, extra in COURSE_PACKAGES:
         found = util.find_spec(module) is not None
