@@ -245,7 +245,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 MODULE_COMMANDS = {
     "bench": ("bench", "measure the student beside its teacher and peers (benchmarks/)"),
-    "effect": ("effect_distill", "distil the cartoon effect into a MobileNet UNet (lesson 06)"),
+    "effect": ("commands.effect", "distil the cartoon effect into a MobileNet UNet (lesson 06)"),
     "export": ("export", "write a checkpoint as ONNX or ExecuTorch .pte (fp32/int8), check parity"),
 }
 """Commands that live in a module of their own, which gives ``add_arguments(parser)`` and
