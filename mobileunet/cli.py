@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from .manifest import (MANIFEST_VERSION, git_info, manifest_path, read_manifest, validation_split,  # noqa: F401
-                       write_manifest)
+                       verify_checkpoint, write_manifest)
 
 
 LOSSES = ("weighted_bce", "bce", "dice", "bce_dice")
@@ -110,6 +110,15 @@ def _float(text: str) -> float:
     return value
 
 
+def _threads(text: str) -> int:
+    import os
+    value = _positive_int(text)
+    cores = os.cpu_count() or 1
+    if value > cores:
+        raise argparse.ArgumentTypeError(f"{value} is more threads than this machine's {cores} cores: use 1-{cores}")
+    return value
+
+
 def _shift(text: str) -> int:
     from .data import MAX_EDGE_SHIFT
     value = _int(text)
@@ -176,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hint-loss", choices=HINT_LOSSES, default="mse", help="hint loss (default: mse)")
     g.add_argument("--unlabelled", type=_nonneg_int, default=0, metavar="N",
                    help="extra unlabelled images the teacher labels and the student trains on")
+    g.add_argument("--no-verify", action="store_true",
+                   help="distil from the teacher even if its sha256 differs from its manifest's")
     g.add_argument("--teacher-whole-images", action="store_true",
                    help="soft targets from one teacher pass over each whole training image, cropped with "
                         "it (about twice as fast a step; no --hint)")
@@ -193,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int, default=None, help="image side (default: manifest's, else 128)")
     p.add_argument("--data-seed", type=int, default=None, help="data seed (default: manifest's, else 0)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--no-verify", action="store_true",
+                   help="score the file even if its sha256 differs from its manifest's")
     p.set_defaults(func=cmd_evaluate)
 
     _add_module_commands(sub)
@@ -231,7 +244,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-every", type=_positive_int, metavar="N", default=50, help="(default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="model init and batch order (default: %(default)s)")
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
-    g.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--threads", type=_threads, default=None, metavar="N",
                    help="torch CPU threads (default: torch's choice); 1 is faster on a busy machine")
     g = p.add_argument_group("output")
     g.add_argument("--out", type=_checkpoint_path, metavar="NAME.pt", required=True,
@@ -339,6 +352,8 @@ def cmd_distill(args) -> int:
         scratch = {"file": str(args.scratch), "iou": scratch["metrics"]["iou"],
                    "teacher_iou": teacher_manifest["metrics"]["iou"]}
     data = _data(args)
+    if not args.no_verify:
+        verify_checkpoint(teacher_path)
     teacher, _ = load_checkpoint(teacher_path)
     unlabelled = None
     if args.unlabelled:
@@ -379,7 +394,7 @@ def cmd_evaluate(args) -> int:
     from .train import evaluate
 
     model, _ = load_checkpoint(args.checkpoint)
-    manifest = read_manifest(args.checkpoint)
+    manifest = read_manifest(args.checkpoint) if args.no_verify else verify_checkpoint(args.checkpoint)
     val = (manifest or {}).get("data", {}).get("val", {})
     n, size, seed = validation_split(manifest, args.n_val, args.size, args.data_seed)
     scores = evaluate(model, CellsDataset("val", n, size, seed))
@@ -444,6 +459,10 @@ def _data(args) -> dict:
     if args.crop and args.crop > args.size:
         raise ValueError(f"--crop {args.crop} is larger than --size {args.size}: use --crop <= "
                          f"{args.size}, or --crop 0 for whole images")
+    gigabytes = (args.n_train + args.n_val) * args.size**2 * 16 / 1e9     # image, mask, weight, ids as 4 bytes each
+    if gigabytes > 4:
+        raise ValueError(f"--n-train {args.n_train} + --n-val {args.n_val} images of --size {args.size} would hold "
+                         f"{gigabytes:.0f} GB in memory: keep it under 4 GB (fewer or smaller images)")
     if args.n_train < args.batch_size:
         raise ValueError(f"--n-train {args.n_train} is smaller than --batch-size {args.batch_size}: "
                          f"raise --n-train or lower --batch-size")

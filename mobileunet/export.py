@@ -483,16 +483,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-val", type=int, default=None, help="validation images for the parity check "
                                                                 "(default: the manifest's)")
     parser.add_argument("--n-calib", type=int, default=16, help="calibration frames for int8 (default: %(default)s)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="export the file even if its sha256 differs from its manifest's")
 
 
 def run(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
-    from .manifest import read_manifest, validation_split
+    from .manifest import read_manifest, validation_split, verify_checkpoint
     from .tables import format_table
 
     try:
         model, _ = load_checkpoint(args.checkpoint)
-        n, image_size, seed = validation_split(read_manifest(args.checkpoint), args.n_val, None, None)
+        manifest = read_manifest(args.checkpoint) if args.no_verify else verify_checkpoint(args.checkpoint)
+        n, image_size, seed = validation_split(manifest, args.n_val, None, None)
         size = args.size or image_size
         frame_size(size)
         effect = model.in_channels == model.out_channels == 3

@@ -42,6 +42,29 @@ def read_manifest(checkpoint: str | Path) -> dict | None:
     return manifest
 
 
+def verify_checkpoint(checkpoint: str | Path, manifest: dict | None = None) -> dict | None:
+    """Check a checkpoint's sha256 against its manifest; returns the manifest (None when there is none).
+
+    Raises ``ValueError`` naming the file when the manifest has no sha256 or
+    the file is not the one it describes: a changed or swapped checkpoint must
+    not be scored, distilled from or exported as if it were the recorded one.
+    """
+    from .checkpoint import sha256
+
+    manifest = read_manifest(checkpoint) if manifest is None else manifest
+    if manifest is None:
+        return None
+    want = manifest.get("checkpoint", {}).get("sha256") if isinstance(manifest.get("checkpoint"), dict) else None
+    if not isinstance(want, str):
+        raise ValueError(f"{manifest_path(checkpoint)} records no checkpoint sha256: it cannot vouch for "
+                         f"{checkpoint}; pass --no-verify to use the file anyway")
+    got = sha256(checkpoint)
+    if got != want:
+        raise ValueError(f"{checkpoint} is not the file its manifest describes (sha256 {got[:12]}... vs "
+                         f"{want[:12]}...): make it again with the manifest's command, or pass --no-verify")
+    return manifest
+
+
 def git_info() -> dict:
     """The git commit of the package's checkout, and which files of ``mobileunet/`` differ from it."""
     root = Path(__file__).resolve().parent.parent

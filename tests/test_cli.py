@@ -229,3 +229,35 @@ def test_atomic_writes_keep_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_changed_checkpoint_is_refused_unless_told(teacher, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    copy = tmp_path / "t.pt"
+    shutil.copy(teacher, copy)
+    shutil.copy(teacher.with_suffix(".json"), copy.with_suffix(".json"))
+    blob = torch.load(copy, weights_only=True)
+    blob["meta"]["note"] = "edited"
+    torch.save(blob, copy)
+    assert main(["evaluate", str(copy)]) == 2
+    assert "not the file its manifest describes" in capsys.readouterr().err
+    assert main(["evaluate", str(copy), "--no-verify"]) == 0
+    assert main(["distill", "--teacher", str(copy), *TINY, "--out", str(tmp_path / "s.pt")]) == 2
+    assert "--no-verify" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--threads", "100000", "--out", "x.pt"], "more threads than this machine's"),
+])
+def test_impossible_resources_are_refused_by_the_parser(argv, match, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert match in capsys.readouterr().err
+
+
+def test_a_dataset_too_big_for_memory_is_refused_before_making_it(tmp_path, capsys):
+    assert main(["train", "--n-train", "1000000", "--size", "512", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "GB in memory" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from ..effects import CartoonParams
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``python -m mobileunet effect``."""
-    from ..cli import _checkpoint_path, _nonneg_float, _nonneg_int, _positive_float, _positive_int
+    from ..cli import _checkpoint_path, _nonneg_float, _nonneg_int, _positive_float, _positive_int, _threads
 
     g = p.add_argument_group("teacher pairs (cached under data/cache/)")
     g.add_argument("--n-train", type=_positive_int, default=384, help="training pairs (default: %(default)s)")
@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training tile in pixels; 0 = whole pairs, the context the teacher saw (default: %(default)s)")
     g.add_argument("--lr", type=_positive_float, default=2e-3, help="(default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    g.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    g.add_argument("--threads", type=_threads, default=None, help="torch CPU threads (at most the machine's cores)")
     g.add_argument("--time-repeats", type=_positive_int, default=5, help="teacher runs timed (default: %(default)s)")
     g.add_argument("--eval-every", type=_positive_int, default=500,
                    help="score the held-out pairs every N steps: the manifest's learning curve (default: %(default)s)")
