@@ -9,6 +9,8 @@
 #                                 Debian's chromium with apt and playwright into .venv if missing)
 #   bash course.sh student-copies [DIR] [--force]  the class's copies: solutions stubbed, outputs cleared
 #                                 (default build/student)
+#   bash course.sh grading-test   the lessons through nbgrader: release them, grade two submissions
+#                                 (installs the `grading` extra into .venv if missing)
 #
 # MOBILEUNET_TORCH_INDEX=URL picks where torch comes from (a CPU-only index
 # keeps a laptop install near 1 GB: see README).
@@ -97,11 +99,16 @@ case "$cmd" in
             echo "[course] $nb: $(( $(date +%s) - start )) s"
         done
         ;;
+    grading-test)
+        ensure_env
+        "$PY" -c "import nbgrader" 2>/dev/null || "$PY" -m pip install -q -e ".[grading]"
+        MOBILEUNET_FAST=1 exec "$PY" -m pytest -p no:xdist tests/test_grading.py "$@"
+        ;;
     student-copies)
         ensure_env
         "$PY" -m mobileunet.nbtools student-copies --out "${1:-build/student}" "${@:2}"
         ;;
     *)
-        sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
         ;;
 esac

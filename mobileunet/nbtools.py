@@ -1,4 +1,4 @@
-"""Notebook housekeeping: ``python -m mobileunet.nbtools strip-widgets NB...`` and ``student-copies``.
+"""Notebook housekeeping: ``python -m mobileunet.nbtools strip-widgets | student-copies | nbgrader-metadata``.
 
 Committed notebooks keep their outputs (what a learner sees on the web) but no
 saved widget state, which would bloat them and go stale.
@@ -10,6 +10,13 @@ from ``mobileunet.checks``. ``student-copies`` writes copies of the notebooks
 for a class: each solution region becomes a ``raise NotImplementedError("your
 turn: ...")`` at the region's indentation, every output and execution count is
 cleared, saved widget state goes, and the check cells stay.
+
+``nbgrader-metadata`` gives the same cells the metadata nbgrader reads, so the
+lessons are nbgrader source notebooks as committed: a solution cell is an
+autograded answer, its check cell an autograder test worth one point, and
+every other cell is left as nbgrader's plain cell. Grade ids come from the
+exercise number (``ex05_1_solution``, ``ex05_1_check``), so they stay the same
+when cells move. Only metadata changes: sources and stored outputs are kept.
 """
 from __future__ import annotations
 
@@ -140,6 +147,115 @@ def student_copies(notebooks: list[Path], out: Path, force: bool = False) -> Non
             print(f"{dst}: {stubbed} exercise cell(s) stubbed")
 
 
+NBGRADER_SCHEMA = 3
+"""The version of nbgrader's cell metadata that nbgrader 0.9 writes and reads."""
+
+
+def _nbgrader(grade_id: str, solution: bool) -> dict:
+    meta = {"grade": not solution, "grade_id": grade_id, "locked": not solution, "schema_version": NBGRADER_SCHEMA,
+            "solution": solution, "task": False}
+    if not solution:
+        meta["points"] = 1
+    return dict(sorted(meta.items()))                  # the key order nbformat writes
+
+
+def nbgrader_metadata(cells: list[dict], where: str = "notebook") -> dict[int, dict]:
+    """The nbgrader metadata each exercise cell should carry: ``{cell index: metadata}``.
+
+    A solution cell is a code cell holding ``### BEGIN SOLUTION``; its first line
+    names the exercise (``# Exercise 05.1: ...``), and the next code cell is its
+    check, which calls ``mobileunet.checks``. Cells left out of the result carry
+    no nbgrader metadata. ``where`` names the notebook in errors.
+
+    Example:
+        >>> cells = [{"cell_type": "code", "source": "# Exercise 01.2: add one\\n### BEGIN SOLUTION\\n"
+        ...           "x = 1\\n### END SOLUTION"},
+        ...          {"cell_type": "code", "source": "from mobileunet.checks import check_x\\ncheck_x(x)"}]
+        >>> {i: m["grade_id"] for i, m in nbgrader_metadata(cells).items()}
+        {0: 'ex01_2_solution', 1: 'ex01_2_check'}
+    """
+    code = [i for i, c in enumerate(cells) if c.get("cell_type") == "code"]
+    found: dict[int, dict] = {}
+    seen: dict[str, int] = {}
+    for n, i in enumerate(code):
+        source = _source(cells[i])
+        if BEGIN not in source:
+            continue
+        task = EXERCISE.search(source)
+        if not task:
+            raise ValueError(f"{where}, cell {i}: a solution cell must start with '# Exercise NN.M: <task>'; "
+                             f"its grade id comes from that number")
+        ex = task[1]
+        if ex in seen:
+            raise ValueError(f"{where}, cell {i}: exercise {ex} again (first in cell {seen[ex]}): number it apart")
+        check = code[n + 1] if n + 1 < len(code) else None
+        if check is None or "mobileunet.checks" not in _source(cells[check]) or BEGIN in _source(cells[check]):
+            raise ValueError(f"{where}, cell {i}: exercise {ex} needs a check cell right after it that calls "
+                             f"mobileunet.checks (nbgrader grades that cell)")
+        seen[ex] = i
+        stem = "ex" + ex.replace(".", "_")
+        found[i] = _nbgrader(f"{stem}_solution", solution=True)
+        found[check] = _nbgrader(f"{stem}_check", solution=False)
+    return found
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return src if isinstance(src, str) else "".join(src)
+
+
+def _describe(cell: dict, i: int) -> str:
+    first = _source(cell).split("\n", 1)[0]
+    return f"cell {i} ({cell.get('id', 'no id')}: {first[:60]!r})"
+
+
+def nbgrader_problems(path: str | Path) -> list[str]:
+    """What is missing or wrong in the nbgrader metadata of notebook ``path``, one line per cell."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    cells = nb.get("cells", [])
+    want = nbgrader_metadata(cells, where=str(path))
+    problems = []
+    for i, cell in enumerate(cells):
+        have, expected = cell.get("metadata", {}).get("nbgrader"), want.get(i)
+        if have == expected:
+            continue
+        if expected is None:
+            problems.append(f"{path}: {_describe(cell, i)} is no exercise cell but has nbgrader metadata")
+        elif have is None:
+            problems.append(f"{path}: {_describe(cell, i)} has no nbgrader metadata (wants {expected['grade_id']})")
+        else:
+            wrong = sorted(k for k in set(have) | set(expected) if have.get(k) != expected.get(k))
+            problems.append(f"{path}: {_describe(cell, i)} has wrong nbgrader metadata: "
+                            + ", ".join(f"{k} is {have.get(k)!r}, wants {expected.get(k)!r}" for k in wrong))
+    return problems
+
+
+def write_nbgrader_metadata(path: str | Path) -> int:
+    """Give notebook ``path`` the nbgrader metadata of its exercises, in place; returns how many cells changed.
+
+    Only cell metadata changes: sources, outputs and execution counts are kept,
+    and the file is written as nbformat writes it (sorted keys, indent 1, UTF-8,
+    a final newline) and only when something changed.
+    """
+    path = Path(path)
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    cells = nb.get("cells", [])
+    want = nbgrader_metadata(cells, where=str(path))
+    changed = 0
+    for i, cell in enumerate(cells):
+        meta = cell.setdefault("metadata", {})
+        if meta.get("nbgrader") == want.get(i):
+            continue
+        if i in want:
+            meta["nbgrader"] = want[i]
+        else:
+            del meta["nbgrader"]
+        changed += 1
+    if changed:
+        path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    return changed
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m mobileunet.nbtools", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +267,11 @@ def main(argv: list[str]) -> int:
     copies.add_argument("--out", type=Path, default=Path("build/student"),
                         help="folder to write (default: %(default)s)")
     copies.add_argument("--force", action="store_true", help="replace copies already in --out")
+    grading = sub.add_parser("nbgrader-metadata", help="give exercise cells nbgrader's metadata (in place)")
+    grading.add_argument("notebooks", nargs="*", type=Path,
+                         help="notebooks to update (default: notebooks/[0-9]*.ipynb)")
+    grading.add_argument("--check", action="store_true",
+                         help="change nothing; exit 1 naming each cell whose metadata is missing or wrong")
     args = parser.parse_args(argv)
     if args.command == "strip-widgets":
         for p in args.notebooks:
@@ -159,8 +280,19 @@ def main(argv: list[str]) -> int:
     notebooks = args.notebooks or sorted(Path("notebooks").glob("[0-9]*.ipynb"))
     if not notebooks:
         parser.error("no notebooks under notebooks/: run from the course folder or name them")
+    missing = [p for p in notebooks if not p.is_file()]
+    if missing:
+        parser.error(f"no notebook at {missing[0]}")
     try:
-        student_copies(notebooks, args.out, force=args.force)
+        if args.command == "student-copies":
+            student_copies(notebooks, args.out, force=args.force)
+        elif args.check:
+            problems = [line for p in notebooks for line in nbgrader_problems(p)]
+            print("\n".join(problems) if problems else f"nbgrader metadata in order in {len(notebooks)} notebook(s)")
+            return 1 if problems else 0
+        else:
+            for p in notebooks:
+                print(f"{p}: {write_nbgrader_metadata(p)} cell(s) updated")
     except ValueError as err:
         parser.error(str(err))
     return 0
