@@ -5,10 +5,12 @@
 #   bash course.sh test           create .venv if needed, run every test (package + nbval, FAST)
 #   bash course.sh test-one NB    nbval on one notebook, FAST mode
 #   bash course.sh outputs [NB..] re-run notebooks in full mode and store their outputs
-#   bash course.sh browser        lessons 01 and 04 in JupyterLab in headless Chromium (installs
-#                                 Debian's chromium with apt and playwright into .venv if missing)
+#   bash course.sh browser        lessons 01 and 04 in JupyterLab, and the built website, in headless
+#                                 Chromium (installs Debian's chromium with apt and playwright if missing)
 #   bash course.sh student-copies [DIR] [--force]  the class's copies: solutions stubbed, outputs cleared
 #                                 (default build/student)
+#   bash course.sh site           the course as a website in build/site/, from the committed outputs
+#                                 (installs the `site` extra into .venv if missing; executes nothing)
 #   bash course.sh grading-test   the lessons through nbgrader: release them, grade two submissions
 #                                 (installs the `grading` extra into .venv if missing)
 #
@@ -99,6 +101,15 @@ case "$cmd" in
             echo "[course] $nb: $(( $(date +%s) - start )) s"
         done
         ;;
+    site)
+        ensure_env
+        "$PY" -c "import sphinx, myst_nb, furo" 2>/dev/null || "$PY" -m pip install -q -e ".[site]"
+        rm -rf build/site build/site-doctrees build/jupyter_execute
+        start=$(date +%s)
+        # site/conf.py reads the repository itself; -W: a broken reference fails the build.
+        "$PY" -m sphinx -b html -c site -d build/site-doctrees -q -W --keep-going . build/site "$@"
+        echo "[course] build/site/index.html ($(( $(date +%s) - start )) s)"
+        ;;
     grading-test)
         ensure_env
         "$PY" -c "import nbgrader" 2>/dev/null || "$PY" -m pip install -q -e ".[grading]"
@@ -109,6 +120,6 @@ case "$cmd" in
         "$PY" -m mobileunet.nbtools student-copies --out "${1:-build/student}" "${@:2}"
         ;;
     *)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
         ;;
 esac

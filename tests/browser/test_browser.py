@@ -25,9 +25,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "build" / "browser"
-CHROMIUM = os.environ.get("MOBILEUNET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RUN_ALL_TIMEOUT_S = 900
 
 pytestmark = [
@@ -35,6 +32,7 @@ pytestmark = [
     pytest.mark.skipif(os.environ.get("MOBILEUNET_BROWSER") != "1",
                        reason="real-browser test: run `bash course.sh browser` (or set MOBILEUNET_BROWSER=1)"),
 ]
+# The `browser` fixture (headless Chromium through playwright) is in conftest.py, shared with test_site.py.
 
 
 def _free_port() -> int:
@@ -93,20 +91,6 @@ def lab(tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Debian Chromium driven by playwright, with a fresh profile."""
-    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` (bash course.sh browser does it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no `playwright install`)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _open_and_run_all(page, base: str, token: str, name: str) -> float:
