@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -134,6 +135,46 @@ def cielab_lightness(image: torch.Tensor) -> torch.Tensor:
     y = (linear * w).sum(1, keepdim=True)
     f = torch.where(y > 0.008856, torch.exp(torch.log(y.clamp_min(1e-12)) / 3), 7.787 * y + 16 / 116)
     return (116 * f - 16) / 100                                     # (B, 1, H, W)
+
+
+_XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
+_D65_WHITE = (0.95047, 1.0, 1.08883)
+
+
+def quantise_lightness(image: torch.Tensor, params: CartoonParams | None = None,
+                       straight_through: bool = False) -> torch.Tensor:
+    """Step 2 of the effect in torch: ``(B, 3, H, W)`` sRGB in [0, 1] with its CIELAB lightness quantised.
+
+    The same numbers as ``cartoon``'s ``rgb2lab``, ``soft_quantise`` of L,
+    ``lab2rgb``, in one pass that never builds a and b: moving L to L' while
+    a and b stay moves the three CIELAB ``f`` values of X, Y and Z by the same
+    ``(L' - L) / 116``. With ``straight_through=True`` the step's value is the
+    same but its gradient is the identity's (a straight-through estimator):
+    the staircase is flat inside each band, so its own gradient would tell a
+    student almost nothing about where to move. ``models.GuidedEffectStudent``
+    (``exact_quantise=True``) predicts the smoothed image and leaves this to it.
+    """
+    p = params or CartoonParams()
+    c = image.clamp(0, 1)
+    linear = torch.where(c > 0.04045, torch.exp(2.4 * torch.log((c + 0.055) / 1.055)), c / 12.92)
+    white = image.new_tensor(_D65_WHITE).view(1, 3, 1, 1)
+    m = image.new_tensor(_XYZ_FROM_RGB)
+    xyz = torch.einsum("ij,bjhw->bihw", m, linear) / white
+    f = torch.where(xyz > 0.008856, torch.exp(torch.log(xyz.clamp_min(1e-12)) / 3), 7.787 * xyz + 16 / 116)
+    lightness = (116 * f[:, 1:2] - 16) / 100                        # (B, 1, H, W), L / 100
+    t = lightness.clamp(0, 1) * p.levels
+    k = torch.minimum(torch.floor(t), torch.full_like(t, p.levels - 1))
+    step = 0.5 + 0.5 * torch.tanh(p.sharpness * (t - k - 0.5)) / math.tanh(p.sharpness / 2)
+    shift = ((k + step) / p.levels - lightness) * (100 / 116)       # the move of every f value
+    if straight_through:
+        shift = shift.detach()
+    f = f + shift
+    f = torch.cat([f[:, :2], f[:, 2:].clamp_min(0)], 1)             # lab2rgb clips a negative Z at zero
+    xyz = torch.where(f > 0.2068966, f * f * f, (f - 16 / 116) / 7.787) * white
+    linear = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(m), xyz)
+    rgb = torch.where(linear > 0.0031308, 1.055 * torch.exp(torch.log(linear.clamp_min(1e-12)) / 2.4) - 0.055,
+                      12.92 * linear)
+    return rgb.clamp(0, 1)
 
 
 def lines_from_lightness(lightness: torch.Tensor, params: CartoonParams | None = None) -> torch.Tensor:

@@ -384,8 +384,13 @@ class GuidedEffectStudent(EffectStudent):
     lines (3 channels) and the lightness the lines are drawn from (1 channel,
     guided by the input's luma), and the cartoon's cheap line step
     (``effects.lines_from_lightness``) runs exactly on the second, at full
-    resolution. Arguments as ``EffectStudent``, plus ``radius`` and ``eps`` of
-    the lift. Lesson 06 builds the data flow.
+    resolution. With ``exact_quantise=True`` as well, the colour quantiser is
+    kept exact too (``effects.quantise_lightness``, run on the half-resolution
+    output before the lift): the network predicts the smoothed image before
+    it, so what it learns is the bilateral smoothing and what the lines are
+    drawn from.
+    Arguments as ``EffectStudent``, plus ``radius`` and ``eps`` of the lift.
+    Lesson 06 builds the data flow.
 
     Example:
         >>> GuidedEffectStudent(exact_lines=True)(torch.rand(1, 3, 75, 90)).shape
@@ -395,7 +400,8 @@ class GuidedEffectStudent(EffectStudent):
     def __init__(self, encoder: str = "mobilenet_v3_small", width_mult: float = 1.0,
                  decoder_channels: tuple[int, ...] = (96, 48, 32, 24, 16), in_channels: int = 3,
                  out_channels: int = 3, expand: int = 4, pretrained: bool = False, residual: bool = True,
-                 full_res_skip: bool = True, radius: int = 1, eps: float = 1e-4, exact_lines: bool = False):
+                 full_res_skip: bool = True, radius: int = 1, eps: float = 1e-4, exact_lines: bool = False,
+                 exact_quantise: bool = False):
         super().__init__(encoder, width_mult, decoder_channels, in_channels, out_channels, expand, pretrained,
                          residual, full_res_skip)
         if not isinstance(radius, int) or isinstance(radius, bool) or not 1 <= radius <= 8:
@@ -406,10 +412,17 @@ class GuidedEffectStudent(EffectStudent):
             raise TypeError(f"exact_lines={exact_lines!r}: give True or False")
         if exact_lines and in_channels != 3:
             raise ValueError("exact_lines=True draws the cartoon's lines on RGB images: use in_channels=3")
-        self.radius, self.eps, self.exact_lines = radius, float(eps), exact_lines
+        if not isinstance(exact_quantise, bool):
+            raise TypeError(f"exact_quantise={exact_quantise!r}: give True or False")
+        if exact_quantise and not exact_lines:
+            raise ValueError("exact_quantise=True needs exact_lines=True: the cartoon draws its lines after "
+                             "quantising, so a learnt line would be quantised away")
+        self.radius, self.eps, self.exact_lines, self.exact_quantise = radius, float(eps), exact_lines, exact_quantise
         if exact_lines:
             self.head = nn.Conv2d(self.decoder.out_channels, out_channels + 1, kernel_size=1)
         self._config.update(radius=radius, eps=float(eps), exact_lines=exact_lines)
+        if exact_quantise:                                  # only when set: older checkpoints rebuild unchanged
+            self._config.update(exact_quantise=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -424,7 +437,12 @@ class GuidedEffectStudent(EffectStudent):
             guide_lo, guide = torch.cat([x_lo, luma(x_lo)], 1), torch.cat([x, luma(x)], 1)   # (B, C+1, ., .)
         if self.residual:
             y = y + torch.logit(guide_lo.clamp(1e-3, 1 - 1e-3))
-        y = guided_upsample(guide_lo, torch.sigmoid(y), guide, self.radius, self.eps).clamp(0, 1)  # (B, ., H, W)
+        y = torch.sigmoid(y)
+        if self.exact_quantise:                  # at half resolution: a quarter of the work, and it scored higher
+            from .effects import quantise_lightness
+
+            y = torch.cat([quantise_lightness(y[:, :C], straight_through=True), y[:, C:]], 1)
+        y = guided_upsample(guide_lo, y, guide, self.radius, self.eps).clamp(0, 1)  # (B, ., H, W)
         if not self.exact_lines:
             return y
         from .effects import lines_from_lightness
@@ -439,17 +457,17 @@ GUIDED_DECODER = (96, 48, 32, 24, 16)
 
 
 @register_builder("effect")
-def guided_effect_student(residual: bool = True, exact_lines: bool = True,
+def guided_effect_student(residual: bool = True, exact_lines: bool = True, exact_quantise: bool = False,
                           decoder_channels: tuple[int, ...] = GUIDED_DECODER) -> GuidedEffectStudent:
     """Lesson 06's guided student: MobileNetV3-Small at half resolution, lifted by a guided filter.
 
-    ``exact_lines=True`` keeps the cartoon's ink-line step exact (see
-    ``GuidedEffectStudent``). ``docs/effect_student.md`` has the measurements
-    that chose it.
+    ``exact_lines=True`` keeps the cartoon's ink-line step exact, and
+    ``exact_quantise=True`` its colour quantiser too (see ``GuidedEffectStudent``).
+    ``docs/effect_student.md`` has the measurements that chose it.
 
     Example:
         >>> guided_effect_student().config["exact_lines"]
         True
     """
     return GuidedEffectStudent("mobilenet_v3_small", 1.0, tuple(decoder_channels), 3, 3, residual=residual,
-                               full_res_skip=True, exact_lines=exact_lines)
+                               full_res_skip=True, exact_lines=exact_lines, exact_quantise=exact_quantise)

@@ -313,13 +313,44 @@ def test_line_factor_equals_the_teachers_lines():
     assert np.abs(got - want).max() < 1e-6 and want.min() < 0.5            # there are lines, and they agree
 
 
-@pytest.mark.parametrize("exact_lines", [False, True])
-def test_guided_student_keeps_odd_sizes_range_and_rebuilds_from_its_config(exact_lines, tmp_path):
+def test_quantise_lightness_equals_the_teachers_quantiser_and_passes_gradients_straight_through():
+    from skimage.color import lab2rgb, rgb2lab
+
+    from mobileunet.effects import quantise_lightness
+
+    p = CartoonParams()
+    image = _photo_crop(48).astype(np.float64)
+    lab = rgb2lab(image)
+    lab[..., 0] = 100 * soft_quantise(lab[..., 0] / 100, p.levels, p.sharpness)
+    want = lab2rgb(lab)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    got = quantise_lightness(x)[0].permute(1, 2, 0).numpy()
+    assert np.abs(got - want).max() < 1e-6 and np.abs(want - image).max() > 0.02   # it moved colours, the same way
+    x = x.float().requires_grad_()
+    y = quantise_lightness(x, straight_through=True)
+    assert torch.allclose(y, quantise_lightness(x), atol=1e-6)
+    y.sum().backward()                                    # identity-like: mid-grey moves about one for one
+    assert 0.5 < x.grad[0, :, 24, 24].abs().mean() < 2
+
+
+def test_exact_quantise_needs_exact_lines(tmp_path, capsys):
+    from mobileunet.cli import main
+    from mobileunet.models import GuidedEffectStudent
+
+    with pytest.raises(ValueError, match="exact_lines=True"):
+        GuidedEffectStudent(exact_quantise=True)
+    assert main(["effect", "--student", "guided_effect_student", "--exact-quantise",
+                 "--out", str(tmp_path / "e.pt")]) == 2
+    assert "--exact-quantise needs --exact-lines" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("exact_lines,exact_quantise", [(False, False), (True, False), (True, True)])
+def test_guided_student_keeps_odd_sizes_range_and_rebuilds_from_its_config(exact_lines, exact_quantise, tmp_path):
     from mobileunet.checkpoint import load_checkpoint, save_checkpoint
     from mobileunet.models import guided_effect_student
 
     torch.manual_seed(0)
-    model = guided_effect_student(exact_lines=exact_lines).eval()
+    model = guided_effect_student(exact_lines=exact_lines, exact_quantise=exact_quantise).eval()
     x = torch.rand(2, 3, 45, 62)
     y = model(x)
     assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
