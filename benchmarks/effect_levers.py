@@ -3,6 +3,7 @@
     python benchmarks/effect_levers.py                 # 5 students x 800 steps, 2 at a time: ~15 min on 2 cores
     python benchmarks/effect_levers.py --steps 100     # a quick look
     python benchmarks/effect_levers.py --time-only     # keep the scores, time the students again (~1 min)
+    python benchmarks/effect_levers.py --missing       # train only the levers the last results lack, re-time all
 
 Every student trains on the cached teacher pairs (384 training / 48 held-out,
 160x160, seed 0) for the same steps, batch 8, lr 5e-3, L1 + 0.5 SSIM, seed 0,
@@ -31,6 +32,8 @@ LEVERS = [
     ("guided half-resolution student, wider decoder", "guided_effect_student", {"exact_lines": False}, 0),
     ("guided student + exact line step", "guided_effect_student", {"exact_lines": True}, 0),
     ("guided + exact lines + 8 dead-leaves images", "guided_effect_student", {"exact_lines": True}, 8),
+    ("guided + exact lines + exact quantiser", "guided_effect_student", {"exact_lines": True, "exact_quantise": True},
+     0),
 ]
 
 
@@ -75,27 +78,35 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--time-only", action="store_true",
-                   help="keep the scores of the last run (results/effect_levers.json) and time the students again")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--time-only", action="store_true",
+                     help="keep the scores of the last run (results/effect_levers.json) and time the students again")
+    how.add_argument("--missing", action="store_true",
+                     help="keep the last run's scores, train only the levers it lacks, then time all students again")
     args = p.parse_args(argv)
     if args.steps < 1 or args.workers < 1:
         p.error("--steps and --workers must be at least 1")
     start = time.perf_counter()
-    if args.time_only:
+    last = None
+    if args.time_only or args.missing:
         last = json.loads((RESULTS / "effect_levers.json").read_text())
-        rows, args.steps = last["rows"], last["steps"]
-        timed_again = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        args.steps = last["steps"]
+    if args.time_only:
+        rows = last["rows"]
     else:
-        timed_again = None
-        for _, _, _, dl in LEVERS:                       # make the pairs once, before the workers read them
+        kept = {r["lever"]: r for r in (last or {"rows": []})["rows"]}
+        todo = [lever for lever in LEVERS if lever[0] not in kept]
+        for _, _, _, dl in todo:                         # make the pairs once, before the workers read them
             teacher_pairs(PairSpec("train", 384, 160, 0, 0.5, dead_leaves=dl), progress=False)
         val = teacher_pairs(PairSpec("val", 48, 160, 0, 0.5), progress=False)
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(run_lever, LEVERS, [args.steps] * len(LEVERS)))
+            trained = dict(zip([lever[0] for lever in todo], pool.map(run_lever, todo, [args.steps] * len(todo))))
         identity = line_f1(line_mask(val.inputs, LINE_DARKER), line_mask(val.targets, LINE_DARKER))["f1"]
         from mobileunet.metrics import psnr, ssim
-        rows.insert(0, {"lever": "input, unchanged (the identity)", "psnr": float(psnr(val.inputs, val.targets).mean()),
-                        "ssim": float(ssim(val.inputs, val.targets).mean()), "line_f1": identity})
+        rows = [{"lever": "input, unchanged (the identity)", "psnr": float(psnr(val.inputs, val.targets).mean()),
+                 "ssim": float(ssim(val.inputs, val.targets).mean()), "line_f1": identity}]
+        rows += [trained.get(lever[0]) or kept[lever[0]] for lever in LEVERS]
+    timed_again = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) if last else None
     models = {r["lever"]: build(r["builder"], r["kwargs"]).eval() for r in rows[1:]}
     x = torch.zeros(1, 3, 256, 256)
     torch.set_num_threads(1)
@@ -110,9 +121,13 @@ def main(argv=None) -> int:
            "steps": args.steps, "recipe": "batch 8, lr 5e-3, L1 + 0.5 SSIM, whole 160x160 pairs, seed 0, 1 thread",
            "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
            "seconds": round(time.perf_counter() - start), "rows": rows}
-    if timed_again:
+    if args.time_only:
         out.update(seconds=last["seconds"],
                    timed_again=f"{timed_again} (python benchmarks/effect_levers.py --time-only)")
+    elif args.missing:
+        added = [lever[0] for lever in LEVERS if lever[0] not in {r["lever"] for r in last["rows"]}]
+        out.update(seconds=last["seconds"], added={"levers": added, "seconds": round(time.perf_counter() - start)},
+                   timed_again=f"{timed_again} (python benchmarks/effect_levers.py --missing)")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "effect_levers.json").write_text(json.dumps(out, indent=1) + "\n")
     cols = ["lever", "psnr", "ssim", "line_f1", "train_psnr", "ort_ms", "ort_iqr_ms", "gflops", "train_s"]
@@ -121,6 +136,8 @@ def main(argv=None) -> int:
         f"# Effect student levers\n\nCommand: `{out['command']}`; {args.steps} steps each, {out['recipe']}; "
         f"held-out pairs (chelsea, coffee) against the teacher; ONNX Runtime ms for one 256x256 frame, 1 thread, "
         f"interleaved. {out['seconds']} s."
+        + (f" Added later, same recipe: {', '.join(out['added']['levers'])} ({out['added']['seconds']} s)."
+           if out.get("added") else "")
         + (f" Latencies measured again {out['timed_again']}." if timed_again else "") + f"\n\n{table}\n")
     print(table)
     return 0

@@ -16,7 +16,6 @@ the cost of a forward pass.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -293,27 +292,3 @@ def plot_results(result: dict):
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="one size, fewer models and repeats")
-    parser.add_argument("--out", default="benchmarks/results", help="folder for the results")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per model (default 12, quick 6)")
-    parser.add_argument("--no-export", action="store_true",
-                        help="skip the student's exported runtimes (ExecuTorch fp32/int8, ORT int8)")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = quick_config() if args.quick else BenchConfig()
-    cfg.out_dir = args.out
-    if args.repeats:
-        cfg.repeats = args.repeats
-    if getattr(args, "no_export", False):
-        cfg.exported = ()
-    result = run_bench(cfg)
-    paths = write_results(result, cfg.out_dir, cfg.name)
-    print(machine_line(result))
-    for size in cfg.sizes:
-        print(f"\n{size}x{size}\n{summary_table(result, size).to_markdown()}")
-    print("\nwrote", ", ".join(str(p) for p in paths))
-    return 0

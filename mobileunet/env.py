@@ -40,9 +40,19 @@ def get_device(prefer: str | None = None) -> torch.device:
     ``prefer="cpu"`` forces the CPU (latency lessons measure the laptop CPU).
     """
     if prefer is not None:
-        dev = torch.device(prefer)
+        try:
+            dev = torch.device(prefer)
+        except (RuntimeError, TypeError):
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device {prefer!r} is not one the course trains on: use 'cpu', 'cuda' or 'mps'")
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {prefer!r} asked for but CUDA is not available: use 'cpu'")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {prefer!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        mps = getattr(torch.backends, "mps", None)
+        if dev.type == "mps" and not (mps is not None and mps.is_available()):
+            raise ValueError(f"device {prefer!r} asked for but Apple MPS is not available: use 'cpu'")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")

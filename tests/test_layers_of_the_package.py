@@ -5,8 +5,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mobileunet"
 COMMAND_LAYER = {"cli", "__main__", "nbtools", "commands"}
-"""Modules that parse argv (``commands/`` is a package of them). ``export`` and ``bench`` still hold
-a command half (their ``add_arguments``/``run``) but import nothing from ``cli``."""
+"""Modules that parse argv (``commands/`` is a package of them: effect, export, bench)."""
 MAY_IMPORT_CLI = COMMAND_LAYER
 
 
@@ -31,6 +30,13 @@ def test_no_library_module_imports_the_command_line():
                  if p.stem not in MAY_IMPORT_CLI}
     assert imported_modules(PACKAGE / "effect_distill.py").isdisjoint(COMMAND_LAYER)
     assert not {k: v for k, v in offenders.items() if v}, offenders
+
+
+def test_command_halves_live_in_the_command_layer():
+    for p in PACKAGE.glob("*.py"):
+        if p.stem not in COMMAND_LAYER:
+            text = p.read_text()
+            assert "def add_arguments(" not in text and "argparse" not in text, p.name
 
 
 def test_manifests_have_one_home():

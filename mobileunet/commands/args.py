@@ -1,0 +1,154 @@
+"""Argument types, option groups and the output check that every command shares.
+
+Each type turns one command-line word into a checked value or raises
+``argparse.ArgumentTypeError`` with a sentence that argparse prints after the
+flag's name, e.g. ``argument --steps: 0 must be at least 1``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+from ..data import MAX_EDGE_SHIFT
+from ..env import data_dir
+from ..manifest import manifest_path
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def positive_int(text: str) -> int:
+    value = whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    value = whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def seed(text: str) -> int:
+    """A seed torch and NumPy both accept: 0 to 2**32 - 1."""
+    value = whole_number(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} must be a whole number from 0 to {2**32 - 1}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
+def threads(text: str) -> int:
+    value = positive_int(text)
+    cores = os.cpu_count() or 1
+    if value > cores:
+        raise argparse.ArgumentTypeError(f"{value} is more threads than this machine's {cores} cores: use 1-{cores}")
+    return value
+
+
+def edge_shift(text: str) -> int:
+    value = whole_number(text)
+    if not 0 <= value <= MAX_EDGE_SHIFT:
+        raise argparse.ArgumentTypeError(f"{value} must be a whole number of pixels from 0 to {MAX_EDGE_SHIFT}")
+    return value
+
+
+def hint_pair(text: str) -> tuple[str, str]:
+    teacher, sep, student = text.partition(":")
+    if not sep or not teacher or not student:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write TEACHER_MODULE:STUDENT_MODULE, e.g. ups.2:decoder.blocks.3")
+    return teacher, student
+
+
+def checkpoint_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix != ".pt":
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: name the checkpoint NAME.pt (its manifest goes beside it as NAME.json)")
+    return path
+
+
+def shipped(name: str) -> Path:
+    """A shipped checkpoint's path: ``data/checkpoints/<name>``."""
+    return data_dir() / "checkpoints" / name
+
+
+def check_output(out: Path, inputs: list[Path] = (), force: bool = False) -> None:
+    """Refuse an ``--out`` that would destroy something, before any work starts.
+
+    It may not be one of the run's inputs (a teacher, a scratch run), a shipped
+    checkpoint under ``data/checkpoints/``, or an existing file unless ``force``;
+    its folder must be creatable and writable.
+    """
+    out = Path(out)
+    target = out.resolve()
+    for path in inputs:
+        if path is not None and Path(path).resolve() in (target, manifest_path(target).resolve()):
+            raise ValueError(f"--out {out} is one of this run's inputs ({path}): write the result elsewhere")
+    folder_of_shipped = shipped("x").parent.resolve()
+    if target.parent == folder_of_shipped and not force:
+        raise ValueError(f"--out {out} is in the course's shipped checkpoints ({folder_of_shipped}): write "
+                         f"elsewhere, or add --force to replace a shipped checkpoint on purpose")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: name the checkpoint file, e.g. {out}/model.pt")
+    if out.exists() and not force:
+        raise ValueError(f"--out {out} exists: choose another name, or add --force to replace it")
+    folder = out.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot write in {folder} (not a writable folder)")
+
+
+def add_output_args(p: argparse.ArgumentParser):
+    """``--out NAME.pt`` and ``--force``: the group every training command ends with."""
+    g = p.add_argument_group("output")
+    g.add_argument("--out", type=checkpoint_path, metavar="NAME.pt", required=True,
+                   help="checkpoint NAME.pt; the manifest is written to NAME.json")
+    g.add_argument("--force", action="store_true", help="replace an existing --out (a shipped checkpoint too)")
+    return g
+
+
+def add_threads_arg(g) -> None:
+    g.add_argument("--threads", type=threads, default=None, metavar="N",
+                   help="torch CPU threads, at most the machine's cores (default: torch's choice); "
+                        "1 is faster on a busy machine")

@@ -1,0 +1,71 @@
+"""The end of every training command: save, reload, score what was stored, write the manifest.
+
+``train``, ``distill`` and ``effect`` all finish with ``finish_run``, so their
+manifests share one layout (``manifest.MANIFEST_VERSION``): the command, seed,
+data, model, training, metrics of the checkpoint *as stored*, its sha256, and
+the versions and git commit the run started from. The manifest is written
+last, after the checkpoint, each by an atomic replace: a kill at any moment
+leaves the previous pair or the new one, never a mix.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import platform
+import shlex
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..checkpoint import load_checkpoint, save_checkpoint, sha256
+from ..manifest import MANIFEST_VERSION, git_info, write_manifest
+from ..profile import count_params
+
+
+def start_run(args: argparse.Namespace) -> None:
+    """Before any work: the thread count and the git commit the run starts from go into ``args``."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+    args.git = git_info()                              # the code the run starts from, not where it ends
+
+
+def command_line(args: argparse.Namespace) -> str:
+    return "python -m mobileunet " + shlex.join(args.argv)
+
+
+def finish_run(args: argparse.Namespace, model: nn.Module, data: dict, model_info: dict, training: dict,
+               score: Callable[[nn.Module], dict], stored: nn.Module | None = None, dtype: str = "float32",
+               extra: Callable[[nn.Module], dict] | None = None) -> dict:
+    """Save ``stored`` (default ``model``) to ``args.out``, score the reloaded file, write and return the manifest.
+
+    ``data`` is the manifest's data record, ``model_info`` what to add to its
+    model record (the builder, a teacher), ``training`` its training record.
+    ``score(reloaded)`` gives the metrics; ``extra(reloaded)`` may add more
+    top-level records (an effect's speed table). Manifest keys not named here
+    come from ``args``: ``argv``, ``seed``, ``git``.
+    """
+    command = command_line(args)
+    save_checkpoint(args.out, stored if stored is not None else model,
+                    {"command": command, "seed": args.seed, "data": data,
+                     "manifest": args.out.with_suffix(".json").name})
+    reloaded, _ = load_checkpoint(args.out)
+    metrics = score(reloaded)
+    manifest = {
+        "manifest_version": MANIFEST_VERSION, "command": command, "argv": args.argv, "seed": args.seed,
+        "data": data,
+        "model": {**model_info, "arch": type(model).__name__, "config": dict(model.config),
+                  "params": count_params(model)},
+        "training": training,
+        "metrics": {"split": "val", **metrics},
+        **(extra(reloaded) if extra else {}),
+        "checkpoint": {"file": args.out.name, "bytes": args.out.stat().st_size, "dtype": dtype,
+                       "sha256": sha256(args.out)},
+        "package_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
+        **args.git,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_manifest(args.out, manifest)
+    return manifest
