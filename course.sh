@@ -13,6 +13,8 @@
 #                                 (installs the `site` extra into .venv if missing; executes nothing)
 #   bash course.sh grading-test   the lessons through nbgrader: release them, grade two submissions
 #                                 (installs the `grading` extra into .venv if missing)
+#   bash course.sh models         MediaPipe's selfie segmentation and BlazeFace into data/models/ (optional:
+#                                 pip downloads the mediapipe wheel, about 36 MB, keeps two sha256-checked files)
 #
 # MOBILEUNET_TORCH_INDEX=URL picks where torch comes from (a CPU-only index
 # keeps a laptop install near 1 GB: see README).
@@ -49,6 +51,8 @@ ensure_env() {
         fi
         "$PY" -m pip install -q -e ".[course,test]"
         "$PY" -m ipykernel install --sys-prefix --name mobileunet --display-name "mobileunet" >/dev/null
+        "$PY" -m mobileunet.commands.mediapipe fetch \
+            || echo "[course] MediaPipe's models not fetched: optional, 'bash course.sh models' tries again"
         touch "$STAMP"                                  # only a complete install is marked as one
     fi
 }
@@ -119,7 +123,11 @@ case "$cmd" in
         ensure_env
         "$PY" -m mobileunet.nbtools student-copies --out "${1:-build/student}" "${@:2}"
         ;;
+    models)
+        ensure_env
+        exec "$PY" -m mobileunet.commands.mediapipe fetch "$@"
+        ;;
     *)
-        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
         ;;
 esac
