@@ -14,6 +14,8 @@ as everything else the course installs:
   ``data/models/`` (git-ignored). ``bash course.sh models`` or
   ``python -m mobileunet.commands.mediapipe fetch`` call it. Nothing is
   downloaded on import or by a notebook.
+* ``TfliteRunner`` runs a ``.tflite`` file through LiteRT (``ai-edge-litert``,
+  the ``mediapipe`` extra), with a thread count like ``export.OrtRunner``.
 
 Licence: the wheel declares Apache-2.0 (``License: Apache 2.0`` in its
 METADATA, the Apache 2.0 text as its LICENSE file), and the two files sit in
@@ -23,6 +25,7 @@ cards (PDFs linked from MediaPipe's documentation) could not be read offline;
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -33,8 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 MEDIAPIPE_VERSION = "0.10.14"
 """The MediaPipe release whose wheel the models are taken from (May 2024)."""
+INSTALL = 'pip install -e ".[mediapipe]"'
 FETCH = "bash course.sh models (or python -m mobileunet.commands.mediapipe fetch)"
 FALLBACK_WHEEL = ("--only-binary=:all:", "--platform", "manylinux_2_17_x86_64", "--python-version", "3.11")
 """pip options for a wheel that exists whatever this machine is: the two model files are the same
@@ -202,3 +208,121 @@ def fetch(dest: str | Path | None = None, python: str | None = None, force: bool
     for name, path in out.items():
         log(f"[models] {path} ({path.stat().st_size / 1e3:.0f} kB, sha256 {MODELS[name].sha256[:12]}... ok)")
     return out
+
+
+# --- running a .tflite file ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _litert_quiet():
+    """Hide LiteRT's 'INFO: Created TensorFlow Lite XNNPACK delegate' line, which it writes to the
+    process's stderr in C; anything else it writes there is passed on."""
+    fd = 2                                  # the C library's stderr, also inside Jupyter (which pipes it)
+    try:
+        saved = os.dup(fd)
+    except OSError:                         # no file descriptor 2 at all
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as buf:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(buf.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            buf.seek(0)
+            kept = [line for line in buf.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith("INFO: ")]
+            if kept:
+                sys.stderr.write("".join(kept))
+
+
+def _threads(threads: int) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads={threads!r}: use a whole number of threads, 1 or more")
+    return int(threads)
+
+
+class TfliteRunner:
+    """A ``.tflite`` model on LiteRT's CPU interpreter (XNNPACK) with ``threads`` threads.
+
+    Call it with an NHWC float32 array (or torch tensor) of the model's input
+    shape; it returns the first output, as the same type. ``outputs(x)`` returns
+    every output by name. ``inputs`` and ``output_details`` describe the
+    tensors: name, shape, dtype.
+
+    Example:
+        >>> run = TfliteRunner(model_path("selfie_segmentation"), threads=1)   # doctest: +SKIP
+        >>> run(np.zeros((1, 256, 256, 3), np.float32)).shape                  # doctest: +SKIP
+        (1, 256, 256, 1)
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as err:
+            raise ImportError(f"LiteRT is missing (needed to run MediaPipe's .tflite models): {INSTALL} "
+                              f"(or pip install ai-edge-litert)") from err
+        self.path, self.threads = Path(path), _threads(threads)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path} is missing: for MediaPipe's models run {FETCH}")
+        with _litert_quiet():
+            self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
+            self.interpreter.allocate_tensors()
+        self.input_details = self.interpreter.get_input_details()
+        self.output_details = self.interpreter.get_output_details()
+        if len(self.input_details) != 1:
+            raise ValueError(f"{self.path.name} has {len(self.input_details)} inputs; TfliteRunner runs "
+                             f"single-input models")
+        self.input_shape = tuple(int(s) for s in self.input_details[0]["shape"])
+        self.input_dtype = np.dtype(self.input_details[0]["dtype"])
+
+    @property
+    def tensors(self) -> list[dict]:
+        """Every input and output: ``{"kind", "name", "shape", "dtype"}``."""
+        return [{"kind": kind, "name": d["name"], "shape": tuple(int(s) for s in d["shape"]),
+                 "dtype": np.dtype(d["dtype"]).name}
+                for kind, details in (("input", self.input_details), ("output", self.output_details))
+                for d in details]
+
+    def outputs(self, x) -> dict[str, np.ndarray]:
+        """Run once: ``{output name: array}``, arrays of the model's output shapes."""
+        x = np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+        if x.dtype != self.input_dtype:
+            raise TypeError(f"the input is {x.dtype}; {self.path.name} takes {self.input_dtype.name}: "
+                            f"x.astype(np.{self.input_dtype.name})")
+        if x.shape != self.input_shape:
+            hint = " (this model is NHWC: x.permute(0, 2, 3, 1) for a torch NCHW tensor)" \
+                if x.ndim == 4 and x.shape[1] == self.input_shape[3] else ""
+            raise ValueError(f"the input has shape {x.shape}; {self.path.name} takes {self.input_shape}{hint}")
+        self.interpreter.set_tensor(self.input_details[0]["index"], np.ascontiguousarray(x))
+        self.interpreter.invoke()
+        return {d["name"]: self.interpreter.get_tensor(d["index"]) for d in self.output_details}
+
+    def __call__(self, x):
+        y = next(iter(self.outputs(x).values()))
+        if hasattr(x, "numpy"):
+            import torch
+
+            return torch.from_numpy(y)
+        return y
+
+    def param_count(self) -> int:
+        """Numbers stored in the file's constant tensors (weights, biases): what the model carries."""
+        produced, read = set(), set()
+        for op in self.interpreter._get_ops_details():
+            produced.update(int(i) for i in op["outputs"])
+            read.update(int(i) for i in op["inputs"] if i >= 0)
+        inputs = {int(d["index"]) for d in self.input_details}
+        sizes = {int(d["index"]): int(np.prod(d["shape"])) for d in self.interpreter.get_tensor_details()}
+        return sum(sizes[i] for i in read - produced - inputs)
+
+
+def timed(path: str | Path, x: np.ndarray) -> Callable[[int], Callable[[], object]]:
+    """``threads -> (() -> output)`` for ``profile.measure_latency(extra=...)``: the .tflite run on ``x``."""
+    def make(threads: int):
+        run = TfliteRunner(path, threads)
+        return lambda: run.outputs(x)
+    return make

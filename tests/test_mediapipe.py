@@ -1,12 +1,17 @@
 """Getting and running MediaPipe's models: the fetch logic on a fake wheel (no network), the pinned
-hashes."""
+hashes, the LiteRT runner's checks. Tests that need a fetched model skip with the command to fetch it."""
 import hashlib
 import subprocess
 import zipfile
 
+import numpy as np
 import pytest
 
 from mobileunet import mediapipe as mp
+
+NEED = {name: pytest.mark.skipif(not mp.available(name), reason=f"{name}.tflite not fetched: run {mp.FETCH}")
+        for name in mp.MODELS}
+
 
 def fake_wheel(folder, contents):
     """A zip laid out like the mediapipe wheel, with ``contents`` {model name: bytes}."""
@@ -113,3 +118,28 @@ def test_fetch_says_why_it_failed(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(mp.FetchError, match="cannot run"):
         mp.download_wheel(tmp_path, python=str(tmp_path / "no-such-python"))
+
+
+def test_runner_needs_litert_and_the_file(tmp_path):
+    pytest.importorskip("ai_edge_litert", reason='LiteRT is in the `mediapipe` extra: pip install -e ".[mediapipe]"')
+    with pytest.raises(FileNotFoundError, match="course.sh models"):
+        mp.TfliteRunner(tmp_path / "missing.tflite")
+    with pytest.raises(ValueError, match="threads=0"):
+        mp.TfliteRunner(tmp_path / "missing.tflite", threads=0)
+
+
+@NEED["selfie_segmentation"]
+def test_selfie_segmentation_runs_nhwc_float32():
+    pytest.importorskip("ai_edge_litert")
+    torch = pytest.importorskip("torch")
+    run = mp.TfliteRunner(mp.model_path("selfie_segmentation"), threads=1)
+    assert [(t["kind"], t["shape"], t["dtype"]) for t in run.tensors] == [
+        ("input", (1, 256, 256, 3), "float32"), ("output", (1, 256, 256, 1), "float32")]
+    y = run(np.full((1, 256, 256, 3), 0.5, np.float32))
+    assert y.shape == (1, 256, 256, 1) and 0 <= y.min() and y.max() <= 1      # a sigmoid mask
+    assert isinstance(run(torch.zeros(1, 256, 256, 3)), torch.Tensor)
+    with pytest.raises(ValueError, match="NHWC"):
+        run(np.zeros((1, 3, 256, 256), np.float32))
+    with pytest.raises(TypeError, match="float64"):
+        run(np.zeros((1, 256, 256, 3)))
+    assert 50_000 < run.param_count() < 500_000
