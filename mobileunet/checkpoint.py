@@ -44,6 +44,47 @@ def atomic_write_text(text: str, path: str | Path) -> Path:
     return _atomic(path, "w", lambda f: f.write(text))
 
 
+class file_lock:
+    """``with file_lock(path):`` holds an exclusive lock on ``path`` (created if missing) across processes.
+
+    ``fcntl.flock`` on Linux and macOS, ``msvcrt.locking`` on Windows; a second
+    process that asks waits until the first lets go. The pair cache is built
+    under one, so two runs that need the same pairs make them once.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+b")
+        try:
+            import fcntl
+        except ImportError:                              # Windows
+            import msvcrt
+            while True:
+                try:
+                    self._file.seek(0)
+                    msvcrt.locking(self._file.fileno(), msvcrt.LK_LOCK, 1)
+                    return self
+                except OSError:                          # LK_LOCK gives up after 10 s: keep waiting
+                    continue
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            import fcntl
+        except ImportError:
+            import msvcrt
+            self._file.seek(0)
+            msvcrt.locking(self._file.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+        return False
+
+
 def _atomic(path: str | Path, mode: str, write) -> Path:
     import os
     import tempfile

@@ -39,7 +39,67 @@ def read_manifest(checkpoint: str | Path) -> dict | None:
         raise ValueError(f"{path} is not a manifest: it is not JSON ({err})") from None
     if not isinstance(manifest, dict):
         raise ValueError(f"{path} is not a manifest: it holds a JSON {type(manifest).__name__}, not an object")
+    problems = schema_problems(manifest)
+    if problems:
+        raise ValueError(f"{path} is not a valid manifest: {'; '.join(problems)}; make the checkpoint again "
+                         f"with the command that wrote it")
     return manifest
+
+
+MAX_SPLIT_IMAGES, MAX_SIDE = 100_000, 4096
+"""The largest validation split a manifest may name: what a tool would otherwise allocate."""
+
+
+def schema_problems(manifest: dict) -> list[str]:
+    """What is wrong with a manifest's layout: the keys the package reads, with their types and ranges.
+
+    Every manifest has ``manifest_version``, ``metrics`` (finite numbers, the
+    split's name) and ``checkpoint`` (its file name and sha256). ``data.val``,
+    where present, names a split the tools can rebuild: ``n`` 1-100000
+    images, ``size`` 1-4096 px, an integer ``seed``. Empty when all is well.
+
+    Example:
+        >>> schema_problems({"manifest_version": 1, "metrics": {"iou": 0.9}, "checkpoint": {"sha256": "0" * 64}})
+        []
+    """
+    import math
+
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    problems = []
+    if not whole(manifest.get("manifest_version")):
+        problems.append(f"manifest_version is {manifest.get('manifest_version')!r}, not a whole number")
+    elif manifest["manifest_version"] > MANIFEST_VERSION:
+        problems.append(f"manifest_version {manifest['manifest_version']} is newer than this package reads "
+                        f"({MANIFEST_VERSION}): update mobileunet")
+    metrics = manifest.get("metrics")
+    if not isinstance(metrics, dict):
+        problems.append("it has no 'metrics' object")
+    else:
+        bad = [k for k, v in metrics.items()
+               if k != "split" and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))]
+        if bad:
+            problems.append(f"metrics {bad} are not finite numbers")
+    ckpt = manifest.get("checkpoint")
+    if not isinstance(ckpt, dict):
+        problems.append("it has no 'checkpoint' object")
+    elif not (isinstance(ckpt.get("sha256"), str) and len(ckpt["sha256"]) == 64):
+        problems.append("checkpoint.sha256 is not a 64-digit hex string")
+    data = manifest.get("data", {})
+    if not isinstance(data, dict):
+        problems.append("'data' is not an object")
+    elif data.get("val") is not None:
+        val = data["val"]
+        if not isinstance(val, dict):
+            problems.append("data.val is not an object")
+        else:
+            for key, top in (("n", MAX_SPLIT_IMAGES), ("size", MAX_SIDE)):
+                if key in val and not (whole(val[key]) and 1 <= val[key] <= top):
+                    problems.append(f"data.val.{key} is {val[key]!r}, not a whole number from 1 to {top}")
+            if "seed" in val and not whole(val["seed"]):
+                problems.append(f"data.val.seed is {val['seed']!r}, not a whole number")
+    return problems
 
 
 def verify_checkpoint(checkpoint: str | Path, manifest: dict | None = None) -> dict | None:

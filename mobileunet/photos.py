@@ -298,10 +298,6 @@ def teacher_pairs(spec: PairSpec, params: CartoonParams | None = None, cache_dir
     (loaded with ``weights_only=True``) and a ``.json`` manifest, both named by
     the manifest's hash. Making them runs ``effects.cartoon`` once per pair.
     """
-    import time
-
-    from tqdm.auto import tqdm
-
     from .env import data_dir
 
     params = params or CartoonParams()
@@ -309,17 +305,51 @@ def teacher_pairs(spec: PairSpec, params: CartoonParams | None = None, cache_dir
     manifest = pair_manifest(spec, params, photos)
     cache = Path(cache_dir) if cache_dir is not None else data_dir() / "cache"
     stem = cache / f"effect_pairs_{spec.split}_{manifest['hash']}"
-    if stem.with_suffix(".pt").is_file() and stem.with_suffix(".json").is_file():
+    cached = _cached_pairs(stem, spec, manifest["hash"])
+    if cached is not None:
+        return cached
+    from .checkpoint import file_lock
+
+    with file_lock(stem.with_suffix(".lock")):          # a second run needing the same pairs waits here
+        cached = _cached_pairs(stem, spec, manifest["hash"], quiet=True)   # the first may have made them
+        if cached is not None:
+            return cached
+        return _make_pairs(stem, spec, params, photos, manifest, progress)
+
+
+def _cached_pairs(stem: Path, spec: PairSpec, digest: str, quiet: bool = False) -> EffectPairs | None:
+    """The cached pairs at ``stem`` if they are the ones ``spec`` describes, else None (saying why, once)."""
+    import pickle
+
+    if not (stem.with_suffix(".pt").is_file() and stem.with_suffix(".json").is_file()):
+        return None
+    try:
         stored = json.loads(stem.with_suffix(".json").read_text())
-        if stored.get("hash") == manifest["hash"]:
-            blob = torch.load(stem.with_suffix(".pt"), weights_only=True)
-            want = (spec.n, 3, spec.size, spec.size)
-            if (isinstance(blob, dict) and all(isinstance(blob.get(k), torch.Tensor) and tuple(blob[k].shape) == want
-                                               and blob[k].dtype == torch.float32 for k in ("inputs", "targets"))
-                    and len(stored.get("names", ())) == spec.n):
-                return EffectPairs(blob["inputs"], blob["targets"], stored["names"], stored)
-            print(f"the cached pairs {stem.with_suffix('.pt')} do not match their manifest ({spec.n} pairs of "
-                  f"{spec.size}x{spec.size} expected): making them again")
+        blob = torch.load(stem.with_suffix(".pt"), weights_only=True)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        if not quiet:
+            print(f"the cached pairs {stem.with_suffix('.pt')} cannot be read ({type(err).__name__}): "
+                  f"making them again")
+        return None
+    want = (spec.n, 3, spec.size, spec.size)
+    if (isinstance(stored, dict) and stored.get("hash") == digest and isinstance(blob, dict)
+            and all(isinstance(blob.get(k), torch.Tensor) and tuple(blob[k].shape) == want
+                    and blob[k].dtype == torch.float32 for k in ("inputs", "targets"))
+            and len(stored.get("names", ())) == spec.n):
+        return EffectPairs(blob["inputs"], blob["targets"], stored["names"], stored)
+    if not quiet:
+        print(f"the cached pairs {stem.with_suffix('.pt')} do not match their manifest ({spec.n} pairs of "
+              f"{spec.size}x{spec.size} expected): making them again")
+    return None
+
+
+def _make_pairs(stem: Path, spec: PairSpec, params: CartoonParams, photos, manifest: dict,
+                progress: bool) -> EffectPairs:
+    """Run the teacher on ``spec.n`` sampled crops and cache them at ``stem`` (tensors first, manifest last)."""
+    import time
+
+    from tqdm.auto import tqdm
+
     rng = np.random.default_rng([spec.seed, 0 if spec.split == "train" else 1])
     inputs, targets, names = [], [], []
     start = time.perf_counter()

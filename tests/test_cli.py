@@ -194,6 +194,29 @@ def test_a_manifest_that_is_not_an_object_is_named(teacher, tmp_path, capsys):
     assert "t.json is not a manifest" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("change,says", [
+    (lambda m: m.pop("metrics"), "no 'metrics' object"),
+    (lambda m: m["data"]["val"].update(size="32"), "data.val.size is '32'"),
+    (lambda m: m["data"]["val"].update(size=200000), "data.val.size is 200000"),
+    (lambda m: m["data"]["val"].update(n=-1), "data.val.n is -1"),
+    (lambda m: m["metrics"].update(iou="high"), "metrics ['iou'] are not finite"),
+    (lambda m: m["checkpoint"].update(sha256=7), "checkpoint.sha256"),
+    (lambda m: m.update(manifest_version=99), "newer than this package reads"),
+])
+def test_a_manifest_with_a_wrong_layout_is_refused_before_any_work(teacher, tmp_path, capsys, change, says):
+    import shutil
+
+    copy = tmp_path / "t.pt"
+    shutil.copy(teacher, copy)
+    manifest = read_manifest(teacher)
+    change(manifest)
+    copy.with_suffix(".json").write_text(json.dumps(manifest))
+    for argv in (["evaluate", str(copy)], ["export", str(copy), "--format", "onnx", "--out", str(tmp_path / "x.onnx")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "t.json is not a valid manifest" in err and says in err and err.count("\n") == 1
+
+
 def test_a_kill_during_the_save_leaves_the_old_checkpoint_whole(teacher, tmp_path):
     """SIGKILL a real process while it writes over a checkpoint: the old file and its manifest still load."""
     import shutil

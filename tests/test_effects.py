@@ -107,20 +107,42 @@ def test_pairs_are_cached_and_remade_when_the_params_change(tmp_path):
     spec = PairSpec("val", n=2, size=24, seed=1)
     first = teacher_pairs(spec, CHEAP, cache_dir=tmp_path, progress=False)
     assert first.inputs.shape == first.targets.shape == (2, 3, 24, 24)
-    files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) == 2                                       # NAME.pt + NAME.json
+    files = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock")
+    assert len(files) == 2                                       # NAME.pt + NAME.json (+ NAME.lock)
     manifest = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert manifest["spec"]["seed"] == 1 and set(manifest["photos"]) == set(VAL_PHOTOS)
     assert manifest["effect"]["params"]["n_smooth"] == 1
     again = teacher_pairs(spec, CHEAP, cache_dir=tmp_path, progress=False)
     assert torch.equal(again.targets, first.targets) and "teacher_seconds" in again.manifest
-    assert sorted(p.name for p in tmp_path.iterdir()) == files   # read from the cache, nothing new
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == files   # from the cache
     other = teacher_pairs(spec, CartoonParams(n_smooth=1, levels=4), cache_dir=tmp_path, progress=False)
-    assert len(list(tmp_path.iterdir())) == 4                    # new params, new pairs
+    assert len(list(tmp_path.glob("*.pt"))) == 2                 # new params, new pairs
     assert torch.equal(other.inputs, first.inputs)               # same inputs, a different effect
     assert not torch.equal(other.targets, first.targets)
     with pytest.raises(ValueError, match="split"):
         PairSpec("test")
+
+
+def _pairs_in_a_process(cache_dir: str) -> tuple[float, list]:
+    pairs = teacher_pairs(PairSpec("val", n=6, size=32, seed=2), CHEAP, cache_dir=cache_dir, progress=False)
+    return pairs.manifest["teacher_seconds"], pairs.targets.flatten()[:20].tolist()
+
+
+def test_two_processes_needing_the_same_pairs_make_them_once(tmp_path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        a, b = pool.map(_pairs_in_a_process, [str(tmp_path)] * 2)
+    assert a == b                     # the same teacher_seconds: the second process read what the first made
+
+
+def test_an_unreadable_cache_entry_is_made_again(tmp_path, capsys):
+    spec = PairSpec("val", n=2, size=24, seed=1)
+    first = teacher_pairs(spec, CHEAP, cache_dir=tmp_path, progress=False)
+    next(tmp_path.glob("*.pt")).write_bytes(b"not a torch file")
+    again = teacher_pairs(spec, CHEAP, cache_dir=tmp_path, progress=False)
+    assert "cannot be read" in capsys.readouterr().out and torch.equal(again.targets, first.targets)
 
 
 # --- metrics -----------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from ..effect_distill import EFFECT_STUDENTS, PERCEPTUAL_NETS, EffectConfig
 from ..effects import CartoonParams
 from ..env import set_seed
 from ..photos import EffectPairs, PairSpec, teacher_pairs
-from .args import (check_output, checkpoint_path, nonneg_float, nonneg_int, positive_float, positive_int, seed,
-                   threads)
+from .args import (check_output, checkpoint_path, fraction, nonneg_float, nonneg_int, positive_float, positive_int,
+                   seed, threads)
 from .runs import finish_run, start_run
 
 
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-val", type=positive_int, default=48, help="held-out pairs (default: %(default)s)")
     g.add_argument("--size", type=positive_int, default=160, help="pair side in pixels (default: %(default)s)")
     g.add_argument("--data-seed", type=seed, default=0, help="(default: %(default)s)")
-    g.add_argument("--occlusion", type=float, default=0.5,
+    g.add_argument("--occlusion", type=fraction, default=0.5,
                    help="share of inputs with an occluder (default: %(default)s)")
     g.add_argument("--extra-pets", type=nonneg_int, default=0,
                    help="add up to N Oxford-IIIT Pet photos to training, if downloaded (default: %(default)s)")
@@ -147,6 +147,15 @@ def check_options(args: argparse.Namespace) -> None:
     """Options that contradict each other, refused before any work."""
     if args.crop and args.crop > args.size:
         raise ValueError(f"--crop {args.crop} is larger than --size {args.size}: use --crop <= {args.size}")
+    gigabytes = (args.n_train + args.dead_leaves + args.n_val) * 2 * 3 * args.size**2 * 4 / 1e9
+    if gigabytes > 4:
+        raise ValueError(f"--n-train {args.n_train} + --n-val {args.n_val} pairs of --size {args.size} would hold "
+                         f"{gigabytes:.0f} GB in memory (and take the teacher about "
+                         f"{(args.n_train + args.n_val) * 0.35 * (args.size / 256) ** 2 / 3600:.0f} hours): keep it "
+                         f"under 4 GB (fewer or smaller pairs)")
+    if args.n_train < args.batch_size:
+        raise ValueError(f"--n-train {args.n_train} is smaller than --batch-size {args.batch_size}: "
+                         f"raise --n-train or lower --batch-size")
     if args.exact_lines and args.student != "guided_effect_student":
         raise ValueError("--exact-lines needs --student guided_effect_student")
     if args.exact_quantise and not args.exact_lines:
