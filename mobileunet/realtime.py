@@ -9,7 +9,8 @@ module builds the same loop for a laptop CPU, offline:
   bundled photo while the light drifts), ``MovingCells`` (the cell slide
   drifting under the microscope), ``Webcam`` (OpenCV, only when present);
 * regions: ``FaceDetector`` (scikit-image's bundled LBP frontal-face cascade,
-  a centre box when it finds no face), or the whole frame;
+  a centre box when it finds no face), ``blazeface.BlazeFaceDetector``
+  (MediaPipe's neural detector, once fetched), or the whole frame;
 * ``Pipeline`` runs capture -> detect -> pre-process -> model -> composite and
   times every stage of every frame; ``summary_table`` and ``plot_time_budget``
   say where the time goes against the budget;
@@ -347,11 +348,16 @@ class FaceDetector:
         faces = self.faces(frame)
         if not faces:
             return centre_box(frame.shape, self.fallback)
-        f, H, W = faces[0], frame.shape[0], frame.shape[1]
-        dy, dx = round(f.height * self.margin), round(f.width * self.margin)
-        top, left = max(0, f.top - dy), max(0, f.left - dx)
-        bottom, right = min(H, f.top + f.height + dy), min(W, f.left + f.width + dx)
-        return Region(top, left, bottom - top, right - left, "face")
+        return grow_box(faces[0], self.margin, frame.shape)
+
+
+def grow_box(box: Region, margin: float, shape: Sequence[int]) -> Region:
+    """``box`` grown by ``margin`` of its height and width on each side, clipped to a frame of ``shape``."""
+    H, W = shape[:2]
+    dy, dx = round(box.height * margin), round(box.width * margin)
+    top, left = max(0, box.top - dy), max(0, box.left - dx)
+    bottom, right = min(H, box.top + box.height + dy), min(W, box.left + box.width + dx)
+    return Region(top, left, bottom - top, right - left, box.source)
 
 
 # --- compositing ------------------------------------------------------------------------------
