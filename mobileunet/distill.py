@@ -138,6 +138,8 @@ class FeatureTap:
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str], role: str = "model"):
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module                       # fit's multi-process wrapper: tap the model inside
         modules = dict(model.named_modules())
         for name in names:
             if name not in modules:

@@ -97,6 +97,14 @@ def batches(dataset: Dataset, batch_size: int, generator: torch.Generator):
                               drop_last=True, generator=generator)
 
 
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: ``(0, 1)`` unless ``torch.distributed`` is initialised."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def unpack_batch(batch) -> tuple[torch.Tensor, ...]:
     """``(image, mask, weight, *extra)`` from a batch; an ``(image, mask)`` batch gets weight 1.
 
@@ -173,6 +181,15 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     the model (default: ``evaluate(model, val_set)``, segmentation; none when
     both are None); each score ``k`` is kept as ``val_<k>`` beside ``eval_step``.
 
+    Several processes (``torchrun``, ``torch.distributed`` initialised): the
+    model runs under ``DistributedDataParallel`` and ``cfg.batch_size`` is the
+    batch of all processes together, which must divide by their number. Every
+    process draws the same batch, crops and flips (one seed) and trains on its
+    own slice; gradients are averaged across processes. So N processes take
+    the same steps as one process with the whole batch, except that each
+    BatchNorm layer sees only its own slice (``SyncBatchNorm`` on CUDA, where
+    the backend supports it). Only rank 0 evaluates and saves states.
+
     Resuming: every ``save_every`` steps ``save_state(s)`` receives the run's
     state (step, model, optimiser, schedule, history; plain tensors and
     numbers, loadable with ``weights_only=True``). Passing such an ``s`` back as
@@ -181,7 +198,16 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     weights as N + M steps in one go. Needs the same config and data.
     """
     device = torch.device(cfg.device)
+    rank, size = world()
+    if cfg.batch_size % size:
+        raise ValueError(f"batch_size={cfg.batch_size} is the batch of all {size} processes together: "
+                         f"give a multiple of {size}")
+    if size > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
+    net = model
+    if size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     gen = torch.Generator().manual_seed(cfg.seed)
     params = list(model.parameters()) + list(extra_params or [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -202,6 +228,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
             tensors = random_crop(tensors, cfg.crop, gen)
         if cfg.augment is not None:
             tensors = cfg.augment(*tensors, generator=gen)
+        if size > 1:                                   # every process drew the whole batch: keep a slice
+            share = cfg.batch_size // size
+            tensors = tuple(t[rank * share:(rank + 1) * share] for t in tensors)
         return tensors
 
     done, seconds_before = 0, 0.0
@@ -212,29 +241,38 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
         for _ in range(done):                          # the same batches, crops and flips as before
             draw()
     start = time.perf_counter()
-    bar = tqdm(range(done + 1, cfg.steps + 1), desc=cfg.desc, leave=False)
+    bar = tqdm(range(done + 1, cfg.steps + 1), desc=cfg.desc, leave=False, disable=rank > 0)
     for step in bar:
         model.train()
-        loss, parts = step_loss(model, *(t.to(device) for t in draw()))
-        if not torch.isfinite(loss):
-            raise ValueError(f"{cfg.desc}: the loss is {loss.item()} at step {step}: training diverged; "
+        loss, parts = step_loss(net, *(t.to(device) for t in draw()))
+        logged = loss.detach().clone()
+        if size > 1:                                   # the whole batch's loss, the same in every process
+            torch.distributed.all_reduce(logged)
+            logged /= size
+        if not torch.isfinite(logged):
+            raise ValueError(f"{cfg.desc}: the loss is {logged.item()} at step {step}: training diverged; "
                              f"lower the learning rate (now {cfg.lr:g}) or check the data")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if size > 1:
+            for p in extra_params or []:               # outside the wrapped model: average them by hand
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= size
         opt.step()
         sched.step()
         hist["step"].append(step)
-        hist["loss"].append(loss.item())
+        hist["loss"].append(logged.item())
         for name, value in parts.items():
             hist.setdefault(f"loss_{name}", []).append(float(value))
-        if evaluate_fn is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if rank == 0 and evaluate_fn is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
             scores = evaluate_fn(model)
             hist["eval_step"].append(step)
             for k, v in scores.items():
                 hist.setdefault(f"val_{k}", []).append(float(v))
             first = next(iter(scores))
             bar.set_postfix(loss=f"{loss.item():.3f}", **{f"val_{first}": f"{scores[first]:.3f}"})
-        if save_state is not None and save_every and (step % save_every == 0 or step == cfg.steps):
+        if rank == 0 and save_state is not None and save_every and (step % save_every == 0 or step == cfg.steps):
             hist["seconds"] = seconds_before + time.perf_counter() - start
             save_state(copy.deepcopy({"step": step, "steps": cfg.steps, "seed": cfg.seed,
                                       "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -242,9 +280,11 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
                                       "extra": [p.detach().cpu() for p in extra_params or []],
                                       "history": hist}))
     hist["seconds"] = seconds_before + time.perf_counter() - start
+    hist["config"]["world_size"] = size
     last = {k[4:]: v[-1] for k, v in hist.items() if k.startswith("val_") and v}
-    print(f"{cfg.desc}: {cfg.steps} steps in {hist['seconds']:.0f} s, final loss {hist['loss'][-1]:.4f}"
-          + "".join(f", val {k} {v:.3f}" for k, v in last.items()))
+    if rank == 0:
+        print(f"{cfg.desc}: {cfg.steps} steps in {hist['seconds']:.0f} s, final loss {hist['loss'][-1]:.4f}"
+              + "".join(f", val {k} {v:.3f}" for k, v in last.items()))
     return hist
 
 

@@ -11,7 +11,7 @@ from ..distill import (DistillConfig, distill, hint_cosine, hint_mse, logit_mse,
 from ..manifest import manifest_path, read_manifest, verify_checkpoint, write_manifest
 from ..metrics import gap_closed
 from .args import check_output, fraction, hint_pair, nonneg_float, nonneg_int, positive_float, shipped
-from .runs import start_run
+from .runs import end_run, is_main, start_run
 from .train import BUILDERS, add_run_args, budget, build_model, cells_data, finish_cells_run
 
 SOFT_LOSSES = {"kl": soft_target_kl, "weighted_kl": weighted_soft_target_kl, "logit_mse": logit_mse}
@@ -75,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
                                       "seed": args.data_seed, "labels": "the teacher's"}
     student = build_model(args.student, args.seed)
     hist = distill(student, teacher, data["train"], data["val"], cfg, unlabelled=unlabelled)
+    if is_main():
+        _finish(args, student, hist, data, teacher_path, scratch)
+    end_run()
+    return 0
+
+
+def _finish(args, student, hist: dict, data: dict, teacher_path: Path, scratch: dict | None) -> None:
     teacher_info = {"file": str(teacher_path), "sha256": sha256(teacher_path)}
     manifest = finish_cells_run(args, student, hist, data, {"builder": args.student, "teacher": teacher_info})
     if scratch is not None:
@@ -88,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
                   f"IoU ({scratch['teacher_iou']:.4f})")
         manifest["gap_closed"] = {**scratch, "share": share}
         write_manifest(args.out, manifest)
-    return 0
 
 
 def _scratch_run(args: argparse.Namespace, teacher_path: Path) -> dict:

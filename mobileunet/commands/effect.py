@@ -8,6 +8,7 @@ writes the manifest. The library never imports this module.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 
 import torch
@@ -17,11 +18,11 @@ from .. import models
 from ..checkpoint import atomic_save
 from ..effect_distill import EFFECT_STUDENTS, PERCEPTUAL_NETS, EffectConfig
 from ..effects import CartoonParams
-from ..env import set_seed
+from ..env import get_device, set_seed
 from ..photos import EffectPairs, PairSpec, teacher_pairs
 from .args import (check_output, checkpoint_path, fraction, nonneg_float, nonneg_int, positive_float, positive_int,
                    seed, threads)
-from .runs import finish_run, start_run
+from .runs import end_run, finish_run, is_main, local_device, start_run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,13 +106,16 @@ def run(args) -> int:
     cfg = EffectConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, crop=args.crop or None,
                        seed=args.seed, l1=args.l1, ssim=args.ssim, perceptual=args.perceptual,
                        perceptual_net=args.perceptual_net, adversarial=args.adversarial, desc="effect",
-                       eval_every=args.eval_every)
+                       eval_every=args.eval_every, device=local_device(get_device().type))
 
     def save_state(s: dict) -> None:
         atomic_save({**s, "argv": _run_argv(args.argv)}, state_path)
 
     hist = ed.distill_effect(student, pairs["train"], cfg, val_pairs=pairs["val"], state=state,
-                          save_every=args.save_every, save_state=save_state)
+                             save_every=args.save_every, save_state=save_state)
+    if not is_main():                                      # one of several processes: rank 0 writes
+        end_run()
+        return 0
     data = {"dataset": "scikit-image photos -> effects.cartoon pairs (mobileunet.photos.teacher_pairs)",
             **{k: {**s.__dict__, "hash": pairs[k].manifest["hash"], "photos": sorted(pairs[k].manifest["photos"])}
                for k, s in specs.items()}}
@@ -136,6 +140,7 @@ def run(args) -> int:
                           lambda m: ed.evaluate_effect(m, pairs["val"]), extra=check_and_speed)
     metrics = manifest["metrics"]
     state_path.unlink(missing_ok=True)                     # the run is complete: nothing left to resume
+    end_run()
     best = max(speed[1:], key=lambda r: r["speed-up"])
     print(f"wrote {args.out} ({manifest['checkpoint']['bytes'] / 1e6:.1f} MB): held-out PSNR "
           f"{metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}; teacher {speed[0]['median_ms']:.0f} ms, "
@@ -161,6 +166,8 @@ def check_options(args: argparse.Namespace) -> None:
     if args.exact_quantise and not args.exact_lines:
         raise ValueError("--exact-quantise needs --exact-lines (and --student guided_effect_student): the cartoon "
                          "draws its lines after quantising")
+    if args.adversarial and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--adversarial trains a critic that is not shared between processes: run it in one")
     if args.adversarial and (args.resume or args.save_every):
         args.save_every = 0                             # the critic is not in the saved state
         if args.resume:

@@ -25,11 +25,48 @@ from ..profile import count_params
 
 
 def start_run(args: argparse.Namespace) -> None:
-    """Before any work: the thread count and the git commit the run starts from go into ``args``."""
+    """Before any work: join the other processes if ``torchrun`` started several; threads and git into ``args``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) this process
+    joins the group: ``nccl`` when CUDA is present, else ``gloo`` (CPU). Then
+    ``train.fit`` runs the model under ``DistributedDataParallel`` and only
+    rank 0 writes the checkpoint and the manifest (``is_main``).
+    """
+    import os
+
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(backend)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()
     args.git = git_info()                              # the code the run starts from, not where it ends
+
+
+def is_main() -> bool:
+    """Whether this process writes the run's files: always, unless it is one of several and not rank 0."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def end_run() -> None:
+    """Wait for every process of a multi-process run, then leave the group (nothing to do for one process)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def local_device(device: str) -> str:
+    """``cuda:<LOCAL_RANK>`` for a CUDA run that ``torchrun`` started several times, else ``device``."""
+    import os
+
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -48,6 +85,7 @@ def finish_run(args: argparse.Namespace, model: nn.Module, data: dict, model_inf
     come from ``args``: ``argv``, ``seed``, ``git``.
     """
     command = command_line(args)
+    training = {**training, "world_size": training.get("world_size", 1)}
     save_checkpoint(args.out, stored if stored is not None else model,
                     {"command": command, "seed": args.seed, "data": data,
                      "manifest": args.out.with_suffix(".json").name})

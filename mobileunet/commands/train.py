@@ -17,7 +17,7 @@ from ..models import builders
 from ..train import TrainConfig, evaluate, train
 from .args import (add_output_args, add_threads_arg, check_output, edge_shift, fraction, nonneg_float, nonneg_int,
                    positive_float, positive_int, seed)
-from .runs import finish_run, start_run
+from .runs import end_run, finish_run, is_main, local_device, start_run
 
 LOSSES = {"weighted_bce": losses.weighted_bce_loss, "bce": losses.bce_loss, "dice": losses.dice_loss,
           "bce_dice": losses.bce_dice_loss}
@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     data = cells_data(args)
     model = build_model(args.model, args.seed)
     hist = train(model, data["train"], data["val"], cfg)
-    finish_cells_run(args, model, hist, data, {"builder": args.model})
+    if is_main():
+        finish_cells_run(args, model, hist, data, {"builder": args.model})
+    end_run()
     return 0
 
 
@@ -122,7 +124,7 @@ def budget(args: argparse.Namespace, desc: str) -> dict:
         raise ValueError(f"--device {args.device}: {err}") from None
     return dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 weight_decay=args.weight_decay, loss=LOSSES[args.loss], crop=args.crop or None,
-                eval_every=args.eval_every, seed=args.seed, device=args.device, desc=desc)
+                eval_every=args.eval_every, seed=args.seed, device=local_device(args.device), desc=desc)
 
 
 def finish_cells_run(args: argparse.Namespace, model, hist: dict, data: dict, model_info: dict) -> dict:
