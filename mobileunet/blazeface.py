@@ -180,9 +180,13 @@ def _check_iou(iou_threshold: float) -> None:
 
 def letterbox(frame: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, tuple[int, int, int]]:
     """``frame`` (H, W, C) padded with black to a centred square, resized to ``size`` and scaled to
-    [-1, 1]: the ``(1, size, size, 3)`` float32 input, and ``(side, pad_top, pad_left)`` to map boxes back."""
-    import torch
-    import torch.nn.functional as F
+    [-1, 1]: the ``(1, size, size, 3)`` float32 input, and ``(side, pad_top, pad_left)`` to map boxes back.
+
+    The resize is Pillow's bilinear filter, widened when shrinking (the same
+    numbers as torch's ``interpolate(..., antialias=True)`` to 1e-7), on one
+    thread: a detector should not compete with the model for cores.
+    """
+    from PIL import Image
 
     frame = _check_frame(frame)
     H, W, C = frame.shape
@@ -190,11 +194,10 @@ def letterbox(frame: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, tu
     top, left = (side - H) // 2, (side - W) // 2
     square = np.zeros((side, side, 3), np.float32)
     square[top:top + H, left:left + W] = frame if C == 3 else np.repeat(frame, 3, axis=-1)
-    x = torch.from_numpy(square).permute(2, 0, 1)[None]
     if side != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=side > size)
-    x = x[0].permute(1, 2, 0).numpy() * 2 - 1
-    return np.ascontiguousarray(x[None], dtype=np.float32), (side, top, left)
+        square = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(square[..., c])).resize(
+            (size, size), Image.BILINEAR)) for c in range(3)], axis=-1)           # (size, size, 3)
+    return np.ascontiguousarray(square[None] * 2 - 1, dtype=np.float32), (side, top, left)
 
 
 @dataclass(frozen=True)
