@@ -143,3 +143,18 @@ def test_selfie_segmentation_runs_nhwc_float32():
     with pytest.raises(TypeError, match="float64"):
         run(np.zeros((1, 256, 256, 3)))
     assert 50_000 < run.param_count() < 500_000
+
+
+def test_the_command_reports_and_fails_cleanly(tmp_path, monkeypatch, capsys):
+    from mobileunet.commands import mediapipe as command
+
+    monkeypatch.setenv("MOBILEUNET_DATA", str(tmp_path))
+    assert command.main(["status"]) == 1
+    assert "missing" in capsys.readouterr().out
+    monkeypatch.setattr(mp, "_pip_download", lambda python, folder, extra, timeout: subprocess.CompletedProcess(
+        [], 1, "", "ERROR: connection refused\nERROR: No matching distribution found for mediapipe==0.10.14"))
+    assert command.main(["fetch"]) == 1
+    err = capsys.readouterr().err
+    assert "no network" in err and "the course runs without them" in err
+    with pytest.raises(SystemExit):
+        command.main(["download"])
