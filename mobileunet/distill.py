@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from .data import border_weight_map
+from .profile import eval_mode
 from .train import TrainConfig, fit, unpack_batch
 
 SoftLoss = Callable[[torch.Tensor, torch.Tensor, float, torch.Tensor], torch.Tensor]
@@ -224,10 +225,8 @@ def hint_adapters(student: nn.Module, teacher: nn.Module, hints: Sequence[tuple[
     t_names, s_names = [t for t, _ in hints], [s for _, s in hints]
     channels = []
     for model, names, role in ((teacher, t_names, "teacher"), (student, s_names, "student")):
-        was = model.training
-        with torch.no_grad(), FeatureTap(model, names, role) as tap:
-            model.eval()(sample)
-        model.train(was)
+        with torch.no_grad(), eval_mode(model), FeatureTap(model, names, role) as tap:
+            model(sample)
         channels.append([f.shape[1] for f in tap.outputs()])
     return HintAdapters(channels[1], channels[0])
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from .effects import CartoonParams, cartoon
 from .metrics import line_f1, line_mask, psnr, ssim
+from .profile import eval_mode
 from .train import TrainConfig, fit
 
 PERCEPTUAL_NETS = ("random", "vgg16", "lpips")
@@ -306,9 +307,8 @@ def evaluate_effect(model: nn.Module, pairs) -> dict[str, float]:
     Line F1 (``metrics.line_f1``, 1 px tolerance) compares the dark lines of the
     two images, each found by the same rule (``metrics.line_mask`` at ``LINE_DARKER``).
     """
-    model_was_training = model.training
-    pred = predict_effect(model, pairs.inputs)
-    model.train(model_was_training)
+    with eval_mode(model):
+        pred = predict_effect(model, pairs.inputs)
     lines = line_f1(line_mask(pred, LINE_DARKER), line_mask(pairs.targets, LINE_DARKER))["f1"]
     return {"psnr": float(psnr(pred, pairs.targets).mean()), "ssim": float(ssim(pred, pairs.targets).mean()),
             "line_f1": float(lines)}

@@ -41,15 +41,7 @@ def trace_shapes(model: nn.Module, x: torch.Tensor, depth: int = 1) -> list[dict
             rows.append({"layer": name, "type": type(m).__name__, "out_shape": shape,
                          "params": count_params(m)})
         hooks.append(mod.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            model(x)
-            model.train(was_training)
-    finally:
-        for h in hooks:
-            h.remove()
+    _hooked_forward(model, x, hooks)
     return rows
 
 
@@ -72,14 +64,7 @@ def trace_u(model: nn.Module, input_shape: Sequence[int]) -> list[dict]:
     for k, block in enumerate(decoder.blocks):
         hooks.append(block.register_forward_hook(lambda m, i, y, k=k: rows.append(
             {"layer": f"decoder {k}", "out_shape": tuple(y.shape), "side": "dec"})))
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            out = model.eval()(torch.zeros(input_shape))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    out = _hooked_forward(model, torch.zeros(input_shape), hooks)
     return rows + [{"layer": "output", "out_shape": tuple(out.shape), "side": "out"}]
 
 
@@ -104,13 +89,11 @@ def receptive_field(model: nn.Module, in_channels: int, size: int = 256) -> int:
     itself (else the answer is clipped at ``size``). BatchNorm runs in eval mode
     so the batch does not mix pixels.
     """
-    was_training = model.training
-    model.eval()
     x = torch.randn(1, in_channels, size, size, requires_grad=True)
-    out = model(x)
-    c = size // 2
-    out[0, 0, c, c].backward()
-    model.train(was_training)
+    with eval_mode(model):
+        out = model(x)
+        c = size // 2
+        out[0, 0, c, c].backward()
     seen = x.grad[0].abs().sum(0) > 0
     rows = torch.nonzero(seen.any(1)).flatten()
     return int(rows.max() - rows.min() + 1)
@@ -132,7 +115,7 @@ def count_flops(model: nn.Module, x: torch.Tensor | tuple[torch.Tensor, ...]) ->
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    with _eval(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(*x) if isinstance(x, tuple) else model(x)
     return int(counter.get_total_flops())
 
@@ -158,12 +141,7 @@ def flops_by_layer_type(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             hooks.append(m.register_forward_hook(hook))
-    try:
-        with _eval(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    _hooked_forward(model, x, hooks)
     return out
 
 
@@ -192,28 +170,44 @@ def activation_memory(model: nn.Module, x: torch.Tensor) -> dict:
                 if isinstance(y, torch.Tensor):
                     sizes.append((name, y.numel() * y.element_size()))
             hooks.append(m.register_forward_hook(hook))
-    try:
-        with _eval(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    _hooked_forward(model, x, hooks)
     name, largest = max(sizes, key=lambda s: s[1]) if sizes else ("", 0)
     return {"total_mb": sum(s for _, s in sizes) / 2**20, "largest_mb": largest / 2**20,
             "largest_layer": name}
 
 
-class _eval:
-    """Context: the model in eval mode inside, its own mode restored after."""
+class eval_mode:
+    """``with eval_mode(model):`` the model in eval mode inside, its own mode restored after (even on an error).
+
+    Example:
+        >>> m = nn.BatchNorm2d(2).train()
+        >>> with eval_mode(m):
+        ...     m.training
+        False
+        >>> m.training
+        True
+    """
 
     def __init__(self, model: nn.Module):
         self.model, self.was = model, model.training
 
     def __enter__(self):
         self.model.eval()
+        return self.model
 
     def __exit__(self, *exc):
         self.model.train(self.was)
+        return False
+
+
+def _hooked_forward(model: nn.Module, x: torch.Tensor, hooks: list) -> torch.Tensor:
+    """One forward pass in eval mode without gradients; the forward ``hooks`` are removed after, whatever happens."""
+    try:
+        with eval_mode(model), torch.no_grad():
+            return model(x)
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 # --- latency -------------------------------------------------------------------------------
@@ -355,7 +349,7 @@ def onnx_bytes(model: nn.Module, x: torch.Tensor, exporter: str = "torchscript")
 
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter={exporter!r} is not one of {EXPORTERS}")
-    with warnings.catch_warnings(), _eval(model), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), eval_mode(model), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
             buffer = io.BytesIO()
