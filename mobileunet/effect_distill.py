@@ -36,7 +36,7 @@ from torch import nn
 from .effects import CartoonParams, cartoon
 from .metrics import line_f1, line_mask, psnr, ssim
 from .profile import eval_mode
-from .train import TrainConfig, fit
+from .train import TrainConfig, fit, predict
 
 PERCEPTUAL_NETS = ("random", "vgg16", "lpips")
 EFFECT_STUDENTS = ("effect_student", "guided_effect_student")
@@ -271,7 +271,6 @@ def distill_effect(student: nn.Module, train_pairs, cfg: EffectConfig, val_pairs
                state=state, save_every=save_every, save_state=save_state)
 
 
-@torch.no_grad()
 def predict_effect(model: nn.Module, images: torch.Tensor, batch_size: int = 16, pad: int = 0) -> torch.Tensor:
     """The student's images for a stack of inputs, in eval mode.
 
@@ -280,19 +279,7 @@ def predict_effect(model: nn.Module, images: torch.Tensor, batch_size: int = 16,
     (where its stride-2 convolutions saw zero padding in training) then falls
     on reflected pixels that are thrown away. Lesson 06 measures what it buys.
     """
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0 or (pad and pad >= min(images.shape[-2:])):
-        raise ValueError(f"pad={pad!r}: give whole pixels, 0 or more and smaller than the images "
-                         f"({tuple(images.shape[-2:])})")
-    model.eval()
-    device = next(model.parameters()).device
-
-    def run(x):
-        if not pad:
-            return model(x)
-        y = model(nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect"))
-        return y[..., pad:-pad, pad:-pad]
-
-    return torch.cat([run(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
+    return predict(model, images, batch_size, pad=pad, activation=None)
 
 
 LINE_DARKER = 0.05

@@ -118,13 +118,27 @@ def unpack_batch(batch) -> tuple[torch.Tensor, ...]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """Sigmoid probabilities for a stack of images, in eval mode, on the model's device."""
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 16, pad: int = 0,
+            activation: Callable[[torch.Tensor], torch.Tensor] | None = torch.sigmoid) -> torch.Tensor:
+    """The model's outputs for a stack of images, in batches, in eval mode, on the model's device, back on the CPU.
+
+    ``activation`` turns them into what the task reads: ``torch.sigmoid``
+    (segmentation probabilities, the default) or None (an effect's images,
+    ``effect_distill.predict_effect``). ``pad`` reflects each image by that
+    many pixels on every side first and crops the output back.
+    """
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0 or (pad and pad >= min(images.shape[-2:])):
+        raise ValueError(f"pad={pad!r}: give whole pixels, 0 or more and smaller than the images "
+                         f"({tuple(images.shape[-2:])})")
     model.eval()
     device = next(model.parameters()).device
-    outs = [torch.sigmoid(model(images[i:i + batch_size].to(device))).cpu()
-            for i in range(0, len(images), batch_size)]
-    return torch.cat(outs)
+
+    def run(x):
+        y = model(nn.functional.pad(x, (pad,) * 4, mode="reflect") if pad else x)
+        y = y[..., pad:-pad, pad:-pad] if pad else y
+        return activation(y) if activation is not None else y
+
+    return torch.cat([run(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
 
 
 @torch.no_grad()
