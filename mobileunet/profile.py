@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .tables import format_cell, format_table
+
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (all of them, or only those with ``requires_grad``)."""
@@ -228,7 +230,6 @@ class Table:
 
     def to_markdown(self, columns: Sequence[str] | None = None) -> str:
         """An aligned markdown table; floats to 3 significant digits, big ints with commas."""
-        from .tables import format_table
 
         columns = list(columns or (self.rows[0].keys() if self.rows else []))
         return format_table([{c: _fmt(r.get(c, "")) for c in columns} for r in self.rows], columns)
@@ -244,11 +245,8 @@ class Table:
 
 
 def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return str(v)
+    """A latency table's cell: 3 significant digits below 100, whole numbers with separators above."""
+    return format_cell(v, lambda x: ".3g" if abs(x) < 100 else ",.0f", commas_from=0)
 
 
 RUNTIMES = ("eager", "eager-cl", "onnxruntime")

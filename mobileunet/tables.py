@@ -1,13 +1,20 @@
 """Small plain-text tables: what the lessons print, and what nbval compares."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 
-def _cell(v, floatfmt: str) -> str:
+def format_cell(v, floatfmt: str | Callable[[float], str] = ".3f", commas_from: int = 10_000) -> str:
+    """One table cell as text: floats by ``floatfmt`` (a format spec, or a function of the value giving one),
+    whole numbers with thousands separators from ``commas_from`` up, anything else as ``str``.
+
+    Example:
+        >>> format_cell(0.12345), format_cell(123456), format_cell(1234, commas_from=0), format_cell("x")
+        ('0.123', '123,456', '1,234', 'x')
+    """
     if isinstance(v, float):
-        return format(v, floatfmt)
-    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10_000:
+        return format(v, floatfmt(v) if callable(floatfmt) else floatfmt)
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= commas_from:
         return f"{v:,}"
     return str(v)
 
@@ -18,7 +25,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
     if not rows:
         return "(no rows)"
     columns = list(columns or rows[0].keys())
-    cells = [[_cell(r.get(c, ""), floatfmt) for c in columns] for r in rows]
+    cells = [[format_cell(r.get(c, ""), floatfmt) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
     out = [line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]

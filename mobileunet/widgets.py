@@ -16,6 +16,7 @@ import torch
 from .encoders import ENCODERS
 from .models import MobileUNet
 from .profile import Table, count_flops, count_params, measure_latency
+from .tables import format_cell
 
 DECODERS: dict[str, tuple[int, ...]] = {
     "default (64, 32, 24, 16, 8)": (64, 32, 24, 16, 8),
@@ -111,9 +112,7 @@ def _html_table(rows: Sequence[dict]) -> str:
 
 
 def _cell(v) -> str:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return str(v)
+    return format_cell(v, floatfmt="", commas_from=0)
 
 
 def wipe_explorer(left, right, labels: tuple[str, str] = ("teacher", "student"), scale: int = 2):
