@@ -154,16 +154,25 @@ def cells_frames(split: str, n_images: int, frame: int, image_size: int = 128,
     return tile(ds.images), tile(ds.masks)
 
 
-def photo_frames(n: int, size: int | tuple[int, int]) -> torch.Tensor:
-    """``n`` RGB frames in [0, 1] cut from the photos bundled with scikit-image (for 3-channel models)."""
-    from skimage import data as skdata
+def photo_frames(n: int, size: int | tuple[int, int], split: str = "val") -> torch.Tensor:
+    """``n`` RGB frames in [0, 1] cut from the course's bundled photos (``photos.load_photo``), for 3-channel models.
+
+    ``split="val"``: the held-out photos (``photos.VAL_PHOTOS``), for parity
+    checks; ``"train"``: the training photos, for int8 calibration, so the
+    held-out photos stay unseen. Centre squares, a little more zoomed in on
+    each pass over the photos, resized to ``size``.
+    """
     from skimage.transform import resize
 
+    from .photos import TRAIN_PHOTOS, VAL_PHOTOS, load_photo
+
+    if split not in ("val", "train"):
+        raise ValueError(f"split={split!r}: use 'val' (held-out photos) or 'train'")
     h, w = frame_size(size)
-    photos = [getattr(skdata, name)() for name in ("astronaut", "coffee", "chelsea", "rocket")]
+    photos = [load_photo(name) for name in (VAL_PHOTOS if split == "val" else TRAIN_PHOTOS)]
     out = []
     for i in range(n):
-        img = photos[i % len(photos)].astype(np.float32) / 255.0
+        img = photos[i % len(photos)]
         H, W = img.shape[:2]
         s = min(H, W) * (1.0 - 0.1 * (i // len(photos) % 5))            # zoom in a little each pass
         y, x = int((H - s) / 2), int((W - s) / 2)
@@ -179,7 +188,7 @@ def calibration_frames(model: nn.Module, size: int | tuple[int, int], n: int = 1
     if c == 1 and h == w:
         side = 128 if h % 128 == 0 else h
         return cells_frames("unlabelled", n * (h // side) ** 2, h, side, seed)[0]
-    frames = photo_frames(n, (h, w))
+    frames = photo_frames(n, (h, w), split="train")
     return frames[:, :1] if c == 1 else frames if c == 3 else frames[:, :1].repeat(1, c, 1, 1)
 
 

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                                        size, image_size, seed)[0]
         else:
             images, masks = photo_frames(min(n, 8), size), None
-            calibration = photo_frames(args.n_calib, size)
+            calibration = photo_frames(args.n_calib, size, split="train")
         result = export(model, args.out, args.format, args.int8, size, args.dynamic, calibration)
         parity = check_parity(model, load_runner(result.path), images, args.int8, masks=masks)
     except ImportError as err:
