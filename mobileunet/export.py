@@ -436,7 +436,7 @@ def export(model: nn.Module, out: str | Path, fmt: str = "onnx", int8: bool = Fa
                     not siblings, report, pieces)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+def _mean_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean PSNR in dB over the images of two ``(B, C, H, W)`` batches in [0, 1] (``metrics.psnr``)."""
     from .metrics import psnr as psnr_per_image
 
@@ -465,11 +465,11 @@ def check_parity(model: nn.Module, run: Callable, images: torch.Tensor, int8: bo
         row.update(metric="IoU", eager=e, exported=x, change=100 * (x - e), unit="points")
         metric_ok = row["change"] >= -INT8_IOU_POINTS
     elif targets is not None:
-        e, x = psnr(ref, targets), psnr(got, targets)
+        e, x = _mean_psnr(ref, targets), _mean_psnr(got, targets)
         row.update(metric="PSNR", eager=e, exported=x, change=x - e, unit="dB")
         metric_ok = row["change"] >= -INT8_PSNR_DB
     else:
-        row.update(metric="PSNR vs eager", eager=math.inf, exported=psnr(got, ref), change=None, unit="dB")
+        row.update(metric="PSNR vs eager", eager=math.inf, exported=_mean_psnr(got, ref), change=None, unit="dB")
         metric_ok = True
     row["tolerance"] = (f"IoU -{INT8_IOU_POINTS:g} point" if masks is not None else
                         f"PSNR -{INT8_PSNR_DB:g} dB") if int8 else f"max abs {FP32_MAX_ABS:g}"
