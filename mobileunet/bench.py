@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import peers
+from . import export as ex, peers
 from .models import default_student, mobile_unet_v2, mobile_unet_v3_small, unet_teacher
 from .profile import (Table, count_flops, count_params, keep_freed_memory, measure_latency,
                       peak_gflops, with_throughput)
@@ -146,7 +146,6 @@ def exported_runners(model: nn.Module, size: int, runtimes: tuple[str, ...], mac
     at ``size`` (int8 calibrated on photos); ``{}`` and a note in ``machine`` when export is unavailable."""
     import tempfile
 
-    from . import export as ex
 
     if not runtimes:
         return {}

@@ -27,8 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import InvertedResidual, copy_weights
-from .profile import count_params
+from .blocks import copy_weights, DepthwiseSeparable, InvertedResidual, mobilenet_v2_block
+from .data import border_weight_map
+from .decoders import DecoderBlock
+from .distill import HintAdapters, soft_target_kl
+from .encoders import ENCODERS, MOBILENET_V2, MOBILENET_V3_LARGE, MOBILENET_V3_SMALL, tap_indices
+from .export import FP32_MAX_ABS, OrtRunner
+from .layers import DoubleConv, Up
+from .losses import dice_loss
+from .metrics import psnr
+from .models import EffectStudent
+from .profile import count_flops, count_params, receptive_field
 
 EXERCISES = {
     "01.1": "an Up block with a bilinear resize",
@@ -148,8 +157,6 @@ def _same_module(ex: str, cls, args: tuple, ref: nn.Module, inputs: tuple, param
 @_seeded
 def check_up_bilinear(cls: Callable[..., nn.Module]) -> None:
     """Exercise 01.1: ``cls(in_ch, skip_ch, out_ch)`` equals ``layers.Up(..., mode="bilinear")``."""
-    from .layers import DoubleConv, Up
-
     ex, args = "01.1", (32, 16, 16)
     x, skip = torch.randn(2, 32, 9, 12), torch.randn(2, 16, 19, 24)
     ref = Up(*args, mode="bilinear")
@@ -170,8 +177,6 @@ def check_up_bilinear(cls: Callable[..., nn.Module]) -> None:
 @_seeded
 def check_receptive_field(fn: Callable) -> None:
     """Exercise 01.2: ``fn([(kernel, stride), ...])`` is the measured receptive field of that conv stack."""
-    from .profile import receptive_field
-
     ex = "01.2"
     stacks = [[(3, 1), (3, 1), (3, 1)], [(3, 2), (3, 2), (3, 1)], [(7, 2), (3, 2), (3, 2), (3, 1)],
               [(3, 1), (2, 2), (3, 1), (2, 2), (3, 1)]]
@@ -204,8 +209,6 @@ def check_receptive_field(fn: Callable) -> None:
 @_seeded
 def check_dice_loss(fn: Callable) -> None:
     """Exercise 02.1: ``fn(logits, mask)`` equals ``losses.dice_loss`` (per image, eps = 1, averaged)."""
-    from .losses import dice_loss
-
     ex = "02.1"
     logits, mask = torch.randn(3, 1, 8, 8) * 3, (torch.rand(3, 1, 8, 8) > 0.5).float()
     mask[2] = 0                                           # an image with no cell at all
@@ -244,8 +247,6 @@ def check_dice_loss(fn: Callable) -> None:
 @_seeded
 def check_border_weights(fn: Callable) -> None:
     """Exercise 02.2: ``fn(labels, w0, sigma)`` equals ``data.border_weight_map``."""
-    from .data import border_weight_map
-
     ex = "02.2"
     labels = np.zeros((24, 32), dtype=np.int64)
     labels[3:11, 3:14], labels[3:11, 16:28], labels[14:22, 6:20] = 1, 2, 3   # gaps of 2 and 3 pixels
@@ -286,9 +287,6 @@ def check_border_weights(fn: Callable) -> None:
 @_seeded
 def check_separable_flops(fn: Callable) -> None:
     """Exercise 03.1: ``fn(c_in, c_out, k, h, w, stride)`` equals ``count_flops`` of a ``DepthwiseSeparable``."""
-    from .blocks import DepthwiseSeparable
-    from .profile import count_flops
-
     ex = "03.1"
     cases = [(64, 128, 3, 56, 56, 1), (32, 16, 5, 15, 20, 2), (3, 8, 3, 7, 9, 2)]
     for c_in, c_out, k, h, w, s in cases:
@@ -317,8 +315,6 @@ def check_separable_flops(fn: Callable) -> None:
 @_seeded
 def check_v2_block(cls: Callable[..., nn.Module]) -> None:
     """Exercise 03.2: ``cls(c_in, c_out, stride, t)`` equals ``blocks.mobilenet_v2_block`` for t = 6 and t = 1."""
-    from .blocks import mobilenet_v2_block
-
     ex = "03.2"
     for c_in, c_out, s, t in [(16, 16, 1, 6), (16, 24, 2, 6), (16, 16, 1, 1)]:
         ref, hidden = mobilenet_v2_block(c_in, c_out, stride=s, expand=t), c_in * t
@@ -359,8 +355,6 @@ def check_v2_block(cls: Callable[..., nn.Module]) -> None:
 
 def _feature_strides(encoder: str) -> list[int]:
     """The stride of each ``features[i]`` of a torchvision MobileNet, stem first, from ``encoders``' tables."""
-    from .encoders import MOBILENET_V2, MOBILENET_V3_LARGE, MOBILENET_V3_SMALL
-
     if encoder == "mobilenet_v2":
         return [2] + [s if i == 0 else 1 for _t, _c, n, s, _tap in MOBILENET_V2 for i in range(n)]
     table = MOBILENET_V3_SMALL if encoder == "mobilenet_v3_small" else MOBILENET_V3_LARGE
@@ -370,8 +364,6 @@ def _feature_strides(encoder: str) -> list[int]:
 @_seeded
 def check_tap_indices(fn: Callable) -> None:
     """Exercise 04.1: ``fn(strides)`` picks the same ``features[i]`` as ``encoders.tap_indices``."""
-    from .encoders import ENCODERS, tap_indices
-
     ex = "04.1"
     for name in ENCODERS:
         strides, want = _feature_strides(name), tap_indices(name)
@@ -397,8 +389,6 @@ def check_tap_indices(fn: Callable) -> None:
 @_seeded
 def check_decoder_block(cls: Callable[..., nn.Module]) -> None:
     """Exercise 04.2: ``cls(in_ch, skip_ch, out_ch, expand)`` equals ``decoders.DecoderBlock``."""
-    from .decoders import DecoderBlock
-
     ex = "04.2"
     for args, x, skip in [((40, 24, 24, 4), torch.randn(2, 40, 9, 9), torch.randn(2, 24, 17, 17)),
                           ((16, 8, 16, 6), torch.randn(1, 16, 6, 8), torch.randn(1, 8, 12, 16))]:
@@ -423,8 +413,6 @@ def check_decoder_block(cls: Callable[..., nn.Module]) -> None:
 @_seeded
 def check_kd_loss(fn: Callable) -> None:
     """Exercise 05.1: ``fn(student_logits, teacher_logits, T)`` equals ``distill.soft_target_kl``."""
-    from .distill import soft_target_kl
-
     ex = "05.1"
     s, t = torch.randn(2, 1, 6, 6) * 3, torch.randn(2, 1, 6, 6) * 3
     for T in (4.0, 1.0, 2.0):
@@ -465,8 +453,6 @@ def check_kd_loss(fn: Callable) -> None:
 @_seeded
 def check_hint_adapter(cls: Callable[..., nn.Module]) -> None:
     """Exercise 05.2: ``cls(student_ch, teacher_ch)`` maps (student, teacher) maps like ``distill.HintAdapters``."""
-    from .distill import HintAdapters
-
     ex = "05.2"
     s_ch, t_ch = 8, 32
     ref = HintAdapters([s_ch], [t_ch])
@@ -514,8 +500,6 @@ def check_hint_adapter(cls: Callable[..., nn.Module]) -> None:
 @_seeded
 def check_residual_output(fn: Callable) -> None:
     """Exercise 06.1: ``fn(x, net_out)`` is what ``EffectStudent(residual=True)`` returns."""
-    from .models import EffectStudent
-
     ex = "06.1"
     residual, plain = EffectStudent(residual=True).eval(), EffectStudent(residual=False).eval()
     with torch.no_grad():
@@ -556,8 +540,6 @@ def check_residual_output(fn: Callable) -> None:
 @_seeded
 def check_psnr(fn: Callable) -> None:
     """Exercise 06.2: ``fn(pred, target)`` equals ``metrics.psnr``: one value per image, in dB."""
-    from .metrics import psnr
-
     ex = "06.2"
     target = torch.rand(3, 3, 16, 16)
     pred = (target + torch.randn(3, 3, 16, 16) * torch.tensor([0.02, 0.05, 0.1]).view(3, 1, 1, 1)).clamp(0, 1)
@@ -589,8 +571,6 @@ def check_psnr(fn: Callable) -> None:
 @_seeded
 def check_onnx_parity(fn: Callable) -> None:
     """Exercise 07.1: ``fn(model, x, path)`` writes one ``.onnx`` file and returns its max abs difference."""
-    from .export import FP32_MAX_ABS, OrtRunner
-
     ex = "07.1"
     model = _randomize_norms(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                                            nn.Conv2d(8, 1, 1))).eval()

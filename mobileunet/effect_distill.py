@@ -35,7 +35,8 @@ from torch import nn
 
 from .effects import CartoonParams, cartoon
 from .metrics import line_f1, line_mask, psnr, ssim
-from .profile import eval_mode
+from .photos import VAL_PHOTOS, load_photo
+from .profile import eval_mode, measure_latency
 from .train import TrainConfig, fit, predict
 
 PERCEPTUAL_NETS = ("random", "vgg16", "lpips")
@@ -369,7 +370,6 @@ def speed_comparison(student: nn.Module, frame: torch.Tensor, params: CartoonPar
     """
     import importlib.util
 
-    from .profile import measure_latency
 
     if frame.ndim != 3 or frame.shape[0] != 3:
         raise ValueError(f"frame must be one (3, H, W) image, got {tuple(frame.shape)}")
@@ -391,8 +391,6 @@ def speed_comparison(student: nn.Module, frame: torch.Tensor, params: CartoonPar
 
 def frame256() -> torch.Tensor:
     """The timing frame: the centre 256x256 of the first held-out photo."""
-    from .photos import VAL_PHOTOS, load_photo
-
     photo = load_photo(VAL_PHOTOS[0])
     H, W = photo.shape[:2]
     y, x = (H - 256) // 2, (W - 256) // 2

@@ -33,6 +33,11 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from .data import CellsDataset
+from .decoders import DecoderBlock
+from .metrics import iou, psnr as psnr_per_image
+from .photos import TRAIN_PHOTOS, VAL_PHOTOS, load_photo
+from .profile import ort_session
 
 FORMATS = ("onnx", "pte")
 MULTIPLE = 32                 # five stride-2 stages: H and W must divide by 2**5
@@ -111,7 +116,6 @@ def with_upsampling(model: nn.Module, mode: str) -> nn.Module:
     """A copy of ``model`` whose decoder resizes with ``mode`` (``"bilinear"`` or ``"nearest"``), same weights."""
     import copy
 
-    from .decoders import DecoderBlock
 
     if mode not in ("bilinear", "nearest"):
         raise ValueError(f"mode {mode!r}: use 'bilinear' or 'nearest'")
@@ -136,8 +140,6 @@ def cells_frames(split: str, n_images: int, frame: int, image_size: int = 128,
     four 128-pixel validation images and the IoU covers the same pixels as the
     checkpoint's manifest; otherwise the images are generated at ``frame``.
     """
-    from .data import CellsDataset
-
     k = frame // image_size if frame % image_size == 0 else 0
     if k == 0:
         ds = CellsDataset(split, n_images, frame, seed)
@@ -164,7 +166,6 @@ def photo_frames(n: int, size: int | tuple[int, int], split: str = "val") -> tor
     """
     from skimage.transform import resize
 
-    from .photos import TRAIN_PHOTOS, VAL_PHOTOS, load_photo
 
     if split not in ("val", "train"):
         raise ValueError(f"split={split!r}: use 'val' (held-out photos) or 'train'")
@@ -243,7 +244,6 @@ class OrtRunner:
     """An ONNX Runtime CPU session with ``threads`` threads; call it with a torch tensor or a numpy array."""
 
     def __init__(self, path: str | Path, threads: int = 1):
-        from .profile import ort_session
 
         self.path, self.threads = Path(path), threads
         self.session = ort_session(self.path, threads)
@@ -438,8 +438,6 @@ def export(model: nn.Module, out: str | Path, fmt: str = "onnx", int8: bool = Fa
 
 def _mean_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean PSNR in dB over the images of two ``(B, C, H, W)`` batches in [0, 1] (``metrics.psnr``)."""
-    from .metrics import psnr as psnr_per_image
-
     return float(psnr_per_image(a.clamp(0, 1), b.clamp(0, 1)).mean())
 
 
@@ -454,8 +452,6 @@ def check_parity(model: nn.Module, run: Callable, images: torch.Tensor, int8: bo
     the tolerance: fp32 within ``FP32_MAX_ABS``; int8 losing at most
     ``INT8_IOU_POINTS`` IoU points or ``INT8_PSNR_DB`` dB.
     """
-    from .metrics import iou
-
     model = model.eval()
     ref = torch.cat([model(f) for f in images.split(1)])
     got = torch.cat([torch.as_tensor(run(f)) for f in images.split(1)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from .checkpoint import atomic_write_text, sha256
 
 MANIFEST_VERSION = 1
 
@@ -23,8 +24,6 @@ def write_manifest(checkpoint: str | Path, manifest: dict) -> Path:
     Refuses numbers that are not finite (JSON has no NaN): a run that diverged
     must not leave a manifest that other tools cannot read.
     """
-    from .checkpoint import atomic_write_text
-
     return atomic_write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", manifest_path(checkpoint))
 
 
@@ -109,8 +108,6 @@ def verify_checkpoint(checkpoint: str | Path, manifest: dict | None = None) -> d
     the file is not the one it describes: a changed or swapped checkpoint must
     not be scored, distilled from or exported as if it were the recorded one.
     """
-    from .checkpoint import sha256
-
     manifest = read_manifest(checkpoint) if manifest is None else manifest
     if manifest is None:
         return None

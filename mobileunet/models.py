@@ -127,6 +127,7 @@ MODELS: dict[str, type[nn.Module]] = {"UNet": UNet}
 
 from .blocks import make_divisible  # noqa: E402
 from .decoders import DecoderBlock, MobileDecoder  # noqa: E402
+from .effects import lines_from_lightness, quantise_lightness  # noqa: E402
 from .encoders import MobileNetEncoder  # noqa: E402
 
 
@@ -439,13 +440,11 @@ class GuidedEffectStudent(EffectStudent):
             y = y + torch.logit(guide_lo.clamp(1e-3, 1 - 1e-3))
         y = torch.sigmoid(y)
         if self.exact_quantise:                  # at half resolution: a quarter of the work, and it scored higher
-            from .effects import quantise_lightness
 
             y = torch.cat([quantise_lightness(y[:, :C], straight_through=True), y[:, C:]], 1)
         y = guided_upsample(guide_lo, y, guide, self.radius, self.eps).clamp(0, 1)  # (B, ., H, W)
         if not self.exact_lines:
             return y
-        from .effects import lines_from_lightness
 
         return (y[:, :C] * lines_from_lightness(y[:, C:])).clamp(0, 1)  # (B, 3, H, W)
 

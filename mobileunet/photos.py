@@ -25,7 +25,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .effects import CartoonParams, cartoon
+from .checkpoint import atomic_save, atomic_write_text, file_lock
+from .effects import cartoon, CartoonParams, EFFECT_VERSION
+from .env import data_dir
+from .pets import PetSegmentation, pets_available
 
 TRAIN_PHOTOS = ("astronaut", "rocket", "motorcycle", "immunohistochemistry", "hubble_deep_field", "retina",
                 "grace_hopper", "china", "flower")
@@ -70,8 +73,6 @@ def pet_photos(n: int, root: str | Path | None = None) -> dict[str, np.ndarray]:
 
     Never downloads. They can join ``photo_set("train", ...)``; held-out photos stay scikit-image's.
     """
-    from .pets import PetSegmentation, pets_available
-
     if n <= 0 or not pets_available(root):
         return {}
     base = PetSegmentation("trainval", root=root).base
@@ -281,8 +282,6 @@ class EffectPairs(Dataset):
 
 def pair_manifest(spec: PairSpec, params: CartoonParams, photos: dict[str, np.ndarray]) -> dict:
     """The manifest of a pair set before it is made; ``hash`` covers everything in it."""
-    from .effects import EFFECT_VERSION
-
     body = {"spec": spec.__dict__, "effect": {"name": "cartoon", "version": EFFECT_VERSION,
                                               "params": params.to_dict()},
             "photos": _photo_hash(photos)}
@@ -298,8 +297,6 @@ def teacher_pairs(spec: PairSpec, params: CartoonParams | None = None, cache_dir
     (loaded with ``weights_only=True``) and a ``.json`` manifest, both named by
     the manifest's hash. Making them runs ``effects.cartoon`` once per pair.
     """
-    from .env import data_dir
-
     params = params or CartoonParams()
     photos = photo_set(spec.split, spec.extra_pets, spec.dead_leaves)
     manifest = pair_manifest(spec, params, photos)
@@ -308,7 +305,6 @@ def teacher_pairs(spec: PairSpec, params: CartoonParams | None = None, cache_dir
     cached = _cached_pairs(stem, spec, manifest["hash"])
     if cached is not None:
         return cached
-    from .checkpoint import file_lock
 
     with file_lock(stem.with_suffix(".lock")):          # a second run needing the same pairs waits here
         cached = _cached_pairs(stem, spec, manifest["hash"], quiet=True)   # the first may have made them
@@ -360,7 +356,6 @@ def _make_pairs(stem: Path, spec: PairSpec, params: CartoonParams, photos, manif
         names.append(name)
     to_tensor = lambda xs: torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
     manifest = {**manifest, "names": names, "teacher_seconds": round(time.perf_counter() - start, 2)}
-    from .checkpoint import atomic_save, atomic_write_text
 
     atomic_save({"inputs": to_tensor(inputs), "targets": to_tensor(targets)}, stem.with_suffix(".pt"))
     atomic_write_text(json.dumps(manifest, indent=1) + "\n", stem.with_suffix(".json"))   # written last

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from .profile import trace_u
 
 
 def _np(img) -> np.ndarray:
@@ -82,7 +83,6 @@ def draw_unet(model: torch.nn.Module, input_shape: tuple[int, ...] = (1, 1, 256,
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, Rectangle
 
-    from .profile import trace_u
 
     rows = trace_u(model, input_shape)
     fig, ax = plt.subplots(figsize=(8, 3.6))

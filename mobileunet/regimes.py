@@ -32,8 +32,12 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from .data import CellsDataset, NoisyLabels, check_label_noise
 from .distill import (DistillConfig, TeacherLabelled, WithTeacherLogits, distill, soft_target_kl,
                       teacher_logits, weighted_soft_target_kl)
+from . import models
+from .checkpoint import load_into
+from .env import set_seed
 from .losses import weighted_bce_loss
 from .metrics import gap_closed
+from .models import default_student
 from .train import evaluate
 
 
@@ -144,8 +148,6 @@ def regime_sets(regime: Regime, shared: Shared, seed: int = 0) -> tuple[Dataset,
 
 
 def _teacher(shared: Shared) -> torch.nn.Module:
-    from . import models
-    from .checkpoint import load_into
 
     model = models.MODELS[shared.teacher_state["arch"]](**shared.teacher_state["config"])
     return load_into(model, shared.teacher_state["state_dict"]).eval()
@@ -153,9 +155,6 @@ def _teacher(shared: Shared) -> torch.nn.Module:
 
 def run_job(job: Job, shared: Shared) -> dict:
     """Train one student as ``job`` says and score it on the validation split; returns a result row."""
-    from .env import set_seed
-    from .models import default_student
-
     labelled, pool = regime_sets(job.regime, shared, job.seed)
     start = time.perf_counter()
     set_seed(job.seed)
@@ -272,9 +271,6 @@ def summarise(rows: list[dict], teacher_iou: float) -> list[dict]:
 
 def student_of(row: dict) -> torch.nn.Module:
     """The student a ``keep=True`` run trained, rebuilt from its row, in eval mode."""
-    from .checkpoint import load_into
-    from .models import default_student
-
     if "state_dict" not in row:
         raise ValueError(f"the run {row['regime']!r} / {row['recipe']!r} kept no weights: run its Job with keep=True")
     return load_into(default_student(in_channels=1, out_channels=1), row["state_dict"]).eval()

@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .checkpoint import load_into
+from .env import get_device
 from .losses import bce_loss
 from .metrics import dice, instance_f1, iou
 
@@ -76,7 +78,6 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name}={value!r}: must be a positive int")
-        from .env import get_device
         try:
             self.device = get_device(self.device).type
         except (RuntimeError, ValueError) as err:
@@ -304,8 +305,6 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
 
 def _resume(state: dict, cfg: TrainConfig, model: nn.Module, opt, sched, extra_params) -> int:
     """Load a ``fit`` state into the model, optimiser and schedule; returns the steps already done."""
-    from .checkpoint import load_into
-
     if not isinstance(state, dict) or not {"step", "model", "optimizer", "scheduler", "history"} <= set(state):
         raise ValueError("state is not a training state saved by fit (needs step, model, optimizer, "
                          "scheduler, history)")

@@ -15,6 +15,7 @@ import torch
 
 from .encoders import ENCODERS
 from .models import MobileUNet
+from .plotting import draw_unet, wipe_image
 from .profile import Table, count_flops, count_params, measure_latency
 from .tables import format_cell
 
@@ -75,7 +76,6 @@ def architecture_explorer(in_channels: int = 3):
 
     import matplotlib.pyplot as plt
 
-    from .plotting import draw_unet
 
     encoder = W.Dropdown(options=ENCODERS, value="mobilenet_v3_small", description="encoder")
     width = W.SelectionSlider(options=WIDTHS, value=1.0, description="width")
@@ -132,7 +132,6 @@ def wipe_explorer(left, right, labels: tuple[str, str] = ("teacher", "student"),
     import numpy as np
     from PIL import Image as PILImage
 
-    from .plotting import wipe_image
 
     slider = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, readout_format=".0%",
                            description=f"{labels[0]} | {labels[1]}",

@@ -62,3 +62,20 @@ def test_one_registry_of_builders():
     assert set(models.builders()) == set(BUILDERS) | set(EFFECT_STUDENTS)
     for name, build in models.builders().items():
         assert getattr(models, name) is build
+
+
+OWN_MODULES_MAY_WAIT = {"realtime", "blazeface", "mediapipe"}
+"""Modules that import a package module inside a function: lesson 08's camera sources, which load
+photos and cells only when a virtual camera is made, and the MediaPipe runner."""
+
+
+def test_the_package_imports_its_own_modules_at_the_top():
+    late = []
+    for p in sorted(PACKAGE.rglob("*.py")):
+        if p.stem in OWN_MODULES_MAY_WAIT:
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                late += [f"{p.name}:{sub.lineno} {node.name}" for sub in ast.walk(node)
+                         if isinstance(sub, ast.ImportFrom) and sub.level >= 1]
+    assert not late, late

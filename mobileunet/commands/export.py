@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..checkpoint import load_checkpoint
 from ..export import FORMATS, cells_frames, check_parity, export, frame_size, load_runner, photo_frames
+from ..manifest import read_manifest, validation_split, verify_checkpoint
+from ..tables import format_table
 from .args import positive_int
 
 
@@ -31,9 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_checkpoint
-    from ..manifest import read_manifest, validation_split, verify_checkpoint
-    from ..tables import format_table
 
     try:
         model, _ = load_checkpoint(args.checkpoint)
