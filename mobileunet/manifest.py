@@ -6,6 +6,7 @@ command line, the effect and export commands, the lessons, the tests).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from .checkpoint import atomic_write_text, sha256
@@ -27,15 +28,65 @@ def write_manifest(checkpoint: str | Path, manifest: dict) -> Path:
     return atomic_write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", manifest_path(checkpoint))
 
 
-def read_manifest(checkpoint: str | Path) -> dict | None:
-    """The manifest beside a checkpoint, or None when there is none; ``ValueError`` naming the file if unreadable."""
+def pending_path(checkpoint: str | Path) -> Path:
+    """Where ``commit_checkpoint`` keeps a new manifest until its checkpoint is in place: ``.NAME.json.pending``."""
     path = manifest_path(checkpoint)
+    return path.with_name(f".{path.name}.pending")
+
+
+def commit_checkpoint(checkpoint: str | Path, new_file: str | Path, manifest: dict) -> Path:
+    """Put a new checkpoint (written to ``new_file``) and its manifest in place as one change.
+
+    The manifest goes first to ``pending_path`` (complete, atomically), then the
+    checkpoint replaces the old one, then the manifest replaces the old
+    manifest. A kill between the two replaces leaves the new checkpoint with the
+    pending manifest beside it, and ``read_manifest`` finishes the change
+    (the pending manifest's sha256 names the checkpoint it belongs to); a kill
+    before them leaves the old pair. So after a kill at any moment, a reader
+    sees the old pair or the new one, never a mix. Returns the manifest's path.
+    """
+    from .checkpoint import atomic_write_text
+
+    checkpoint, pending = Path(checkpoint), pending_path(checkpoint)
+    atomic_write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", pending)
+    os.replace(new_file, checkpoint)
+    os.replace(pending, manifest_path(checkpoint))
+    return manifest_path(checkpoint)
+
+
+def _finish_interrupted_commit(checkpoint: str | Path) -> None:
+    """Roll a ``commit_checkpoint`` killed between its two replaces forward, or drop a pending manifest left over."""
+    from .checkpoint import sha256
+
+    pending = pending_path(checkpoint)
+    if not pending.is_file():
+        return
+    try:
+        want = json.loads(pending.read_text())["checkpoint"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        want = None
+    if want is not None and Path(checkpoint).is_file() and sha256(checkpoint) == want:
+        os.replace(pending, manifest_path(checkpoint))      # the checkpoint is the new one: its manifest too
+    else:
+        pending.unlink(missing_ok=True)                     # killed before the checkpoint moved: the old pair stands
+
+
+def read_manifest(checkpoint: str | Path) -> dict | None:
+    """The manifest beside a checkpoint, or None when there is none; ``ValueError`` naming the file if unreadable.
+
+    A change that ``commit_checkpoint`` did not finish (a kill) is finished or
+    undone first, so the manifest read is the checkpoint's own.
+    """
+    _finish_interrupted_commit(checkpoint)
+    path = manifest_path(checkpoint)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a manifest: it is a folder or a device, not a file")
     if not path.is_file():
         return None
     try:
         manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a manifest: it is not JSON ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as err:
+        raise ValueError(f"{path} is not a manifest: it is not JSON ({str(err)[:120]})") from None
     if not isinstance(manifest, dict):
         raise ValueError(f"{path} is not a manifest: it holds a JSON {type(manifest).__name__}, not an object")
     problems = schema_problems(manifest)

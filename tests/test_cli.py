@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from mobileunet import load_checkpoint
 from mobileunet.checkpoint import sha256
@@ -284,3 +285,46 @@ def test_impossible_resources_are_refused_by_the_parser(argv, match, capsys):
 def test_a_dataset_too_big_for_memory_is_refused_before_making_it(tmp_path, capsys):
     assert main(["train", "--n-train", "1000000", "--size", "512", "--out", str(tmp_path / "x.pt")]) == 2
     assert "GB in memory" in capsys.readouterr().err
+
+
+def test_a_kill_between_the_checkpoint_and_its_manifest_is_finished_or_undone_on_the_next_read(teacher, tmp_path):
+    """commit_checkpoint's two replaces: killed between them, the reader rolls forward; before them, it keeps
+    the old pair."""
+    import os
+    import shutil
+
+    from mobileunet.manifest import commit_checkpoint, pending_path
+
+    target = tmp_path / "keep.pt"
+    shutil.copy(teacher, target)
+    shutil.copy(teacher.with_suffix(".json"), target.with_suffix(".json"))
+    old = read_manifest(target)
+    new_file = tmp_path / ".keep.pt.new"
+    torch.save(torch.load(target, weights_only=True) | {"meta": {"note": "new"}}, new_file)
+    new = {**old, "checkpoint": {**old["checkpoint"], "sha256": sha256(new_file)}, "note": "new"}
+
+    # killed after the pending manifest, before the checkpoint moved: the old pair stands
+    pending_path(target).write_text(json.dumps(new))
+    assert read_manifest(target)["checkpoint"]["sha256"] == old["checkpoint"]["sha256"] == sha256(target)
+    assert not pending_path(target).exists()
+
+    # killed between the two replaces: the new checkpoint with the old manifest and the pending one
+    pending_path(target).write_text(json.dumps(new))
+    os.replace(new_file, target)
+    assert read_manifest(target)["note"] == "new" and read_manifest(target)["checkpoint"]["sha256"] == sha256(target)
+    assert not pending_path(target).exists()
+
+    # and the whole commit in one go
+    torch.save(torch.load(target, weights_only=True) | {"meta": {"note": "third"}}, new_file)
+    third = {**old, "checkpoint": {**old["checkpoint"], "sha256": sha256(new_file)}}
+    commit_checkpoint(target, new_file, third)
+    assert read_manifest(target) == third and sha256(target) == third["checkpoint"]["sha256"]
+
+
+def test_out_refuses_to_replace_a_json_that_is_not_its_manifest(tmp_path, capsys):
+    (tmp_path / "notes.json").write_text("{}")
+    (tmp_path / "m.json").mkdir()
+    for name, says in (("notes.pt", "notes.json exists"), ("m.pt", "is a folder or a device")):
+        assert main(["train", "--steps", "1", "--out", str(tmp_path / name)]) == 2
+        assert says in capsys.readouterr().err
+    assert (tmp_path / "notes.json").read_text() == "{}"

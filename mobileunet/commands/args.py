@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import tempfile
 from pathlib import Path
 
 from ..data import MAX_EDGE_SHIFT
@@ -125,18 +126,32 @@ def check_output(out: Path, inputs: list[Path] = (), force: bool = False) -> Non
         if path is not None and Path(path).resolve() in (target, manifest_path(target).resolve()):
             raise ValueError(f"--out {out} is one of this run's inputs ({path}): write the result elsewhere")
     folder_of_shipped = shipped("x").parent.resolve()
-    if target.parent == folder_of_shipped and not force:
+    if (target.parent == folder_of_shipped or folder_of_shipped in target.parents) and not force:
         raise ValueError(f"--out {out} is in the course's shipped checkpoints ({folder_of_shipped}): write "
                          f"elsewhere, or add --force to replace a shipped checkpoint on purpose")
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder: name the checkpoint file, e.g. {out}/model.pt")
+    side = manifest_path(out)
+    if side.exists() and not side.is_file():
+        raise ValueError(f"--out {out}: its manifest's place {side} is a folder or a device: choose another name")
     if out.exists() and not force:
         raise ValueError(f"--out {out} exists: choose another name, or add --force to replace it")
+    if side.exists() and not force:
+        raise ValueError(f"--out {out}: {side} exists and would be replaced by the manifest: choose another "
+                         f"name, or add --force to replace it")
+    if len(out.name) > 200:
+        raise ValueError(f"--out {out}: a file name of {len(out.name)} characters is too long: keep it under 200")
     folder = out.parent
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: cannot write in {folder} (not a writable folder)")
+    try:                                                # the real test: make a file there (root ignores modes)
+        fd, probe = tempfile.mkstemp(prefix=".mobileunet-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write in {folder} ({err.strerror})") from None
 
 
 def add_output_args(p: argparse.ArgumentParser):

@@ -3,9 +3,9 @@
 ``train``, ``distill`` and ``effect`` all finish with ``finish_run``, so their
 manifests share one layout (``manifest.MANIFEST_VERSION``): the command, seed,
 data, model, training, metrics of the checkpoint *as stored*, its sha256, and
-the versions and git commit the run started from. The manifest is written
-last, after the checkpoint, each by an atomic replace: a kill at any moment
-leaves the previous pair or the new one, never a mix.
+the versions and git commit the run started from. The manifest is put in
+place with its checkpoint as one change (``manifest.commit_checkpoint``):
+a kill at any moment leaves the previous pair or the new one, never a mix.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoint import load_checkpoint, save_checkpoint, sha256
-from ..manifest import MANIFEST_VERSION, git_info, write_manifest
+from ..manifest import MANIFEST_VERSION, commit_checkpoint, git_info
 from ..profile import count_params
 
 
@@ -86,10 +86,11 @@ def finish_run(args: argparse.Namespace, model: nn.Module, data: dict, model_inf
     """
     command = command_line(args)
     training = {**training, "world_size": training.get("world_size", 1)}
-    save_checkpoint(args.out, stored if stored is not None else model,
+    new_file = args.out.with_name(f".{args.out.name}.new")
+    save_checkpoint(new_file, stored if stored is not None else model,
                     {"command": command, "seed": args.seed, "data": data,
                      "manifest": args.out.with_suffix(".json").name})
-    reloaded, _ = load_checkpoint(args.out)
+    reloaded, _ = load_checkpoint(new_file)
     metrics = score(reloaded)
     manifest = {
         "manifest_version": MANIFEST_VERSION, "command": command, "argv": args.argv, "seed": args.seed,
@@ -99,11 +100,11 @@ def finish_run(args: argparse.Namespace, model: nn.Module, data: dict, model_inf
         "training": training,
         "metrics": {"split": "val", **metrics},
         **(extra(reloaded) if extra else {}),
-        "checkpoint": {"file": args.out.name, "bytes": args.out.stat().st_size, "dtype": dtype,
-                       "sha256": sha256(args.out)},
+        "checkpoint": {"file": args.out.name, "bytes": new_file.stat().st_size, "dtype": dtype,
+                       "sha256": sha256(new_file)},
         "package_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
         **args.git,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_manifest(args.out, manifest)
+    commit_checkpoint(args.out, new_file, manifest)     # the checkpoint and its manifest as one change
     return manifest
