@@ -57,6 +57,8 @@ class file_lock:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_file():
+            raise ValueError(f"{self.path} should be a lock file but is a folder or a device: remove it")
         self._file = open(self.path, "a+b")
         try:
             import fcntl
@@ -69,7 +71,11 @@ class file_lock:
                     return self
                 except OSError:                          # LK_LOCK gives up after 10 s: keep waiting
                     continue
-        fcntl.flock(self._file, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:                          # say why nothing happens, then wait
+            print(f"waiting for another process that holds {self.path} (it is making the same files)", flush=True)
+            fcntl.flock(self._file, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):

@@ -24,17 +24,21 @@ def whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+MAX_COUNT = 10**9
+"""The largest count any option takes (steps, images, repeats): more is a typo, not a plan."""
+
+
 def positive_int(text: str) -> int:
     value = whole_number(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{value} must be a whole number from 1 to {MAX_COUNT:,}")
     return value
 
 
 def nonneg_int(text: str) -> int:
     value = whole_number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    if not 0 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{value} must be a whole number from 0 to {MAX_COUNT:,}")
     return value
 
 
