@@ -127,16 +127,29 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
                               f"with the command in its manifest") from None
     if not isinstance(ckpt, dict) or "arch" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a mobileunet checkpoint (no 'arch'/'state_dict' keys)")
-    if ckpt["arch"] not in models.MODELS:
+    if not isinstance(ckpt["arch"], str) or ckpt["arch"] not in models.MODELS:
         raise CheckpointError(f"{path} holds an unknown architecture {ckpt['arch']!r}; "
                               f"known: {sorted(models.MODELS)}")
     if not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"{path}: its 'config' is not a dict of constructor arguments")
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path}: its 'state_dict' is not a dict of named tensors")
+    stored = sum(v.numel() for v in state.values())
+    try:
+        with torch.device("meta"):                       # the shapes only: a config can ask for any size
+            wanted = sum(p.numel() for p in models.MODELS[ckpt["arch"]](**ckpt["config"]).parameters())
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as err:
+        raise CheckpointError(f"{path}: its config does not build a {ckpt['arch']} ({str(err)[:200]})") from None
+    if wanted > 4 * stored + 10**7:                      # far more than the file holds: refuse before building it
+        raise CheckpointError(f"{path}: its config builds a {ckpt['arch']} of {wanted:,} parameters but the file "
+                              f"holds {stored:,} weights: the config and the weights are not from one model")
     try:
         model = models.MODELS[ckpt["arch"]](**ckpt["config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: its config does not build a {ckpt['arch']} ({err})") from None
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     load_into(model, state, source=str(path))
     return model.eval(), ckpt.get("meta", {})
 

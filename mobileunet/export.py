@@ -414,6 +414,9 @@ def export(model: nn.Module, out: str | Path, fmt: str = "onnx", int8: bool = Fa
     out = Path(out)
     if out.suffix != f".{fmt}":
         raise ValueError(f"{out}: a {fmt} export should be named *.{fmt}")
+    if dynamic and min(frame_size(size)) < 2 * MULTIPLE:
+        raise ValueError(f"dynamic=True needs an example frame of at least {2 * MULTIPLE} px (size={size}): "
+                         f"torch.export fixes a dimension of one block of {MULTIPLE}; export from size=64 or more")
     if dynamic and fmt == "pte":
         raise ValueError("a .pte is lowered for one static shape (XNNPACK's bilinear resize needs it): "
                          "drop dynamic, or export ONNX")

@@ -78,7 +78,7 @@ def test_help_lists_the_commands(capsys):
 
 @pytest.mark.parametrize("argv,match", [
     (["train", "--model", "resnet", "--out", "x.pt"], "invalid choice: 'resnet'"),
-    (["train", "--steps", "0", "--out", "x.pt"], "0 must be at least 1"),
+    (["train", "--steps", "0", "--out", "x.pt"], "0 must be a whole number from 1 to"),
     (["train", "--out", "model.pth"], "NAME.pt"),
     (["distill", "--hint", "ups.2", "--out", "x.pt"], "TEACHER_MODULE:STUDENT_MODULE"),
     (["distill", "--soft-weight", "2", "--out", "x.pt"], "between 0 and 1"),

@@ -34,13 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     try:
         model, _ = load_checkpoint(args.checkpoint)
         manifest = read_manifest(args.checkpoint) if args.no_verify else verify_checkpoint(args.checkpoint)
         n, image_size, seed = validation_split(manifest, args.n_val, None, None)
         size = image_size if args.size is None else args.size
         frame_size(size)
+        _check_memory(model.in_channels, size, image_size, n, args.n_calib)
         effect = model.in_channels == model.out_channels == 3
         if model.in_channels == 1:
             images, masks = cells_frames("val", n, size, image_size, seed)
@@ -70,3 +70,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"parity FAILED: outside the tolerance ({parity['tolerance']})")
         return 1
     return 0
+
+
+def _check_memory(channels: int, size: int, image_size: int, n_val: int, n_calib: int, limit_gb: float = 4) -> None:
+    """Refuse, before any work, an export whose frames and one frame's activations (~50 maps) pass ``limit_gb``."""
+    tiles = max(1, size // image_size) ** 2
+    frames = (n_val + n_calib * tiles) * image_size**2 * 16 if channels == 1 else (min(n_val, 8) + n_calib) * size**2
+    gigabytes = (frames * channels * 4 + 50 * channels * 4 * size**2) / 1e9
+    if gigabytes > limit_gb:
+        raise ValueError(f"--size {size} with --n-val {n_val} and --n-calib {n_calib} would need about "
+                         f"{gigabytes:.0f} GB: keep it under {limit_gb:g} GB (a smaller --size, fewer frames)")
