@@ -26,14 +26,31 @@ import re
 import sys
 from pathlib import Path
 
+from .checkpoint import atomic_write_text
+
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 EXERCISE = re.compile(r"^# Exercise (\d\d\.\d+): (.+)$", re.M)
-MARKERISH = re.compile(r"(BEGIN|END)\s*SOLUTION", re.I)
+MARKERISH = re.compile(r"(BEGIN|END)[\s_-]*(SOLUTION|HIDDEN[\s_-]*TESTS)", re.I)
 """Anything that looks like a solution marker: only the exact markers, alone on a line, are accepted."""
 
 
 PROGRESS_BAR = re.compile(r"\d+%\|.*\| \d+/\d+")
 """tqdm's text form, which is all a progress-bar widget leaves once its state is stripped."""
+
+
+def read_notebook(path: str | Path) -> dict:
+    """A notebook file as JSON, or a ``ValueError`` naming the file when it is missing or is not one."""
+    path = Path(path)
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such notebook") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValueError(f"{path} is not a readable notebook ({type(err).__name__})") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list) or not all(
+            isinstance(c, dict) and isinstance(c.get("source", ""), (str, list)) for c in nb["cells"]):
+        raise ValueError(f"{path} is not a notebook: it needs an object with a list of cells")
+    return nb
 
 
 def strip_widgets(path: str | Path) -> None:
@@ -45,12 +62,12 @@ def strip_widgets(path: str | Path) -> None:
     Every other output is kept.
     """
     path = Path(path)
-    nb = json.loads(path.read_text())
+    nb = read_notebook(path)
     nb.get("metadata", {}).pop("widgets", None)
     for cell in nb.get("cells", []):
         if "outputs" in cell:
             cell["outputs"] = [o for o in cell["outputs"] if not _is_progress_bar(o)]
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", path)
 
 
 def _is_progress_bar(output: dict) -> bool:
@@ -98,13 +115,17 @@ def student_copy(src: str | Path, dst: str | Path) -> int:
     """Write the student version of notebook ``src`` to ``dst``; returns how many cells were stubbed."""
     import nbformat
 
+    read_notebook(src)                                   # a clear error for what is not a notebook
     nb = nbformat.read(str(src), as_version=4)
     stubbed = 0
     for cell in nb.cells:
         cell.metadata.pop("execution", None)               # run timestamps
         if cell.cell_type != "code":
+            if MARKERISH.search(cell.source):
+                raise ValueError(f"{src}, cell {cell.get('id', '?')}: a solution marker in a {cell.cell_type} cell "
+                                 f"would not be stubbed: solutions live in code cells")
             continue
-        if BEGIN in cell.source:
+        if MARKERISH.search(cell.source):
             try:
                 cell.source = stub_solutions(cell.source)
             except ValueError as err:
@@ -125,7 +146,7 @@ def student_copies(notebooks: list[Path], out: Path, force: bool = False) -> Non
     ``force``. The copies are made in a temporary folder first, so a failure
     on one notebook leaves ``out`` as it was.
     """
-    import shutil
+    import os
     import tempfile
 
     out = Path(out)
@@ -135,15 +156,25 @@ def student_copies(notebooks: list[Path], out: Path, force: bool = False) -> Non
         if target == folder or folder in target.parents:
             raise ValueError(f"--out {out} is {'' if target == folder else 'inside '}the lessons' own folder "
                              f"({folder}): the student copies would overwrite the solutions; use e.g. build/student")
+    names = [nb.name for nb in notebooks]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"two notebooks would be copied to the same {out / twice[0]}: give each name once")
+    folders = [f for f in notebooks if (out / f.name).exists() and not (out / f.name).is_file()]
+    if folders:
+        raise ValueError(f"{out / folders[0].name} is a folder, not a notebook: remove it or use another --out")
     clash = [out / nb.name for nb in notebooks if (out / nb.name).exists()]
     if clash and not force:
         raise ValueError(f"{len(clash)} file(s) exist in {out} (e.g. {clash[0]}): use --force to replace them, "
                          f"or another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot make that folder ({err.strerror})") from None
     with tempfile.TemporaryDirectory(prefix=".student-", dir=out) as tmp:
         made = [(Path(tmp) / nb.name, out / nb.name, student_copy(nb, Path(tmp) / nb.name)) for nb in notebooks]
         for tmp_path, dst, stubbed in made:
-            shutil.move(str(tmp_path), str(dst))
+            os.replace(tmp_path, dst)                  # same folder: one atomic rename per copy
             print(f"{dst}: {stubbed} exercise cell(s) stubbed")
 
 
@@ -211,7 +242,7 @@ def _describe(cell: dict, i: int) -> str:
 
 def nbgrader_problems(path: str | Path) -> list[str]:
     """What is missing or wrong in the nbgrader metadata of notebook ``path``, one line per cell."""
-    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    nb = read_notebook(path)
     cells = nb.get("cells", [])
     want = nbgrader_metadata(cells, where=str(path))
     problems = []
@@ -238,7 +269,7 @@ def write_nbgrader_metadata(path: str | Path) -> int:
     a final newline) and only when something changed.
     """
     path = Path(path)
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    nb = read_notebook(path)
     cells = nb.get("cells", [])
     want = nbgrader_metadata(cells, where=str(path))
     changed = 0
@@ -252,7 +283,7 @@ def write_nbgrader_metadata(path: str | Path) -> int:
             del meta["nbgrader"]
         changed += 1
     if changed:
-        path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic_write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", path)
     return changed
 
 
@@ -274,8 +305,11 @@ def main(argv: list[str]) -> int:
                          help="change nothing; exit 1 naming each cell whose metadata is missing or wrong")
     args = parser.parse_args(argv)
     if args.command == "strip-widgets":
-        for p in args.notebooks:
-            strip_widgets(p)
+        try:
+            for p in args.notebooks:
+                strip_widgets(p)
+        except ValueError as err:
+            parser.error(str(err))
         return 0
     notebooks = args.notebooks or sorted(Path("notebooks").glob("[0-9]*.ipynb"))
     if not notebooks:

@@ -316,3 +316,29 @@ def test_unbalanced_solution_markers_are_refused():
         stub_solutions("def f():\n    ### BEGIN SOLUTION\n    return 1")
     with pytest.raises(ValueError, match="without a ### BEGIN SOLUTION"):
         stub_solutions("def f():\n    return 1\n    ### END SOLUTION")
+
+
+@pytest.mark.parametrize("cell", [
+    ("code", "def f():\n    ### begin solution\n    return 1\n    ### end solution"),
+    ("code", "def f():\n    ## BEGIN SOLUTION\n    return 1"),
+    ("code", "def f():\n    ### BEGIN_SOLUTION\n    return 1"),
+    ("code", "def f():\n    return 1\n    ### END SOLUTION"),
+    ("code", "def f():\n    ###\u00a0BEGIN SOLUTION\n    return 1"),
+    ("code", "### BEGIN HIDDEN TESTS\nassert f() == 1\n### END HIDDEN TESTS"),
+    ("markdown", "### BEGIN SOLUTION\nthe answer is 42\n### END SOLUTION"),
+    ("raw", "### BEGIN SOLUTION\n42\n### END SOLUTION"),
+])
+def test_a_student_copy_never_keeps_an_answer_behind_a_near_miss_marker(cell, tmp_path):
+    """Whatever cell a marker-like line sits in, the copy is refused rather than written with the answer."""
+    import nbformat
+
+    from mobileunet.nbtools import student_copy
+
+    kind, source = cell
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [{"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
+                 "raw": nbformat.v4.new_raw_cell}[kind](source)]
+    nbformat.write(nb, tmp_path / "01_x.ipynb")
+    with pytest.raises(ValueError, match="solution marker|without a ### BEGIN"):
+        student_copy(tmp_path / "01_x.ipynb", tmp_path / "copy.ipynb")
+    assert not (tmp_path / "copy.ipynb").exists()
