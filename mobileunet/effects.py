@@ -66,8 +66,8 @@ class CartoonParams:
                 raise ValueError(f"CartoonParams.{name}={value!r}: must be a positive int")
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"CartoonParams.{f.name}={value!r}: must be a positive number")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"CartoonParams.{f.name}={value!r}: must be a positive, finite number")
         if self.edge_tau > 1:
             raise ValueError(f"CartoonParams.edge_tau={self.edge_tau}: use a value in (0, 1]; above 1 "
                              f"flat areas turn dark")

@@ -149,6 +149,10 @@ def schema_problems(manifest: dict) -> list[str]:
                     problems.append(f"data.val.{key} is {val[key]!r}, not a whole number from 1 to {top}")
             if "seed" in val and not whole(val["seed"]):
                 problems.append(f"data.val.seed is {val['seed']!r}, not a whole number")
+            n, side = val.get("n", 1), val.get("size", 1)
+            if whole(n) and whole(side) and n * side**2 * 16 > 4e9:
+                problems.append(f"data.val names {n} images of {side}x{side}, {n * side**2 * 16 / 1e9:.0f} GB to "
+                                f"rebuild: more than the 4 GB any run of the course makes")
     return problems
 
 

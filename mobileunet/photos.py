@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .checkpoint import atomic_save, atomic_write_text, file_lock
+from .checkpoint import atomic_save, atomic_write_text, file_lock, sha256
 from .effects import cartoon, CartoonParams, EFFECT_VERSION
 from .env import data_dir
 from .pets import PetSegmentation, pets_available
@@ -249,12 +249,14 @@ class PairSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10_000:
                 raise ValueError(f"PairSpec.{name}={value!r}: give a whole number of images, 0 to 10000")
-        for name in ("n", "size"):
+        for name, low in (("n", 1), ("size", 16), ("seed", 0)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"PairSpec.{name}={value!r}: must be a positive int")
-        if not 0.0 <= self.occlusion <= 1.0:
-            raise ValueError(f"PairSpec.occlusion={self.occlusion!r}: a probability, 0..1")
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value < 2**32:
+                raise ValueError(f"PairSpec.{name}={value!r}: must be a whole number from {low} to {2**32 - 1}")
+        for name, top in (("occlusion", 1.0), ("jitter", 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= top:
+                raise ValueError(f"PairSpec.{name}={value!r}: a number from 0 to {top:g}")
 
 
 def _photo_hash(photos: dict[str, np.ndarray]) -> dict[str, str]:
@@ -328,14 +330,21 @@ def _cached_pairs(stem: Path, spec: PairSpec, digest: str, quiet: bool = False) 
                   f"making them again")
         return None
     want = (spec.n, 3, spec.size, spec.size)
+    if isinstance(stored, dict) and "tensors_sha256" in stored and sha256(stem.with_suffix(".pt")) != \
+            stored["tensors_sha256"]:
+        if not quiet:
+            print(f"the cached pairs {stem.with_suffix('.pt')} are not the file their manifest describes "
+                  f"(sha256): making them again")
+        return None
     if (isinstance(stored, dict) and stored.get("hash") == digest and isinstance(blob, dict)
             and all(isinstance(blob.get(k), torch.Tensor) and tuple(blob[k].shape) == want
-                    and blob[k].dtype == torch.float32 for k in ("inputs", "targets"))
+                    and blob[k].dtype == torch.float32 and bool(((blob[k] >= 0) & (blob[k] <= 1)).all())
+                    for k in ("inputs", "targets"))
             and len(stored.get("names", ())) == spec.n):
         return EffectPairs(blob["inputs"], blob["targets"], stored["names"], stored)
     if not quiet:
         print(f"the cached pairs {stem.with_suffix('.pt')} do not match their manifest ({spec.n} pairs of "
-              f"{spec.size}x{spec.size} expected): making them again")
+              f"{spec.size}x{spec.size} in [0, 1] expected): making them again")
     return None
 
 
@@ -358,5 +367,6 @@ def _make_pairs(stem: Path, spec: PairSpec, params: CartoonParams, photos, manif
     manifest = {**manifest, "names": names, "teacher_seconds": round(time.perf_counter() - start, 2)}
 
     atomic_save({"inputs": to_tensor(inputs), "targets": to_tensor(targets)}, stem.with_suffix(".pt"))
+    manifest["tensors_sha256"] = sha256(stem.with_suffix(".pt"))
     atomic_write_text(json.dumps(manifest, indent=1) + "\n", stem.with_suffix(".json"))   # written last
     return EffectPairs(to_tensor(inputs), to_tensor(targets), names, manifest)

@@ -448,3 +448,18 @@ def test_predict_effect_with_reflect_padding_keeps_the_size():
     assert predict_effect(model, x, pad=8).shape == x.shape
     with pytest.raises(ValueError, match="pad"):
         predict_effect(model, x, pad=40)
+
+
+def test_a_cache_entry_changed_behind_its_manifest_is_made_again(tmp_path, capsys):
+    spec = PairSpec("val", n=2, size=24, seed=1)
+    first = teacher_pairs(spec, CHEAP, cache_dir=tmp_path, progress=False)
+    blob = next(tmp_path.glob("*.pt"))
+    torch.save({"inputs": first.inputs, "targets": torch.zeros_like(first.targets)}, blob)   # same shapes
+    again = teacher_pairs(spec, CHEAP, cache_dir=tmp_path, progress=False)
+    assert "not the file their manifest describes" in capsys.readouterr().out
+    assert torch.equal(again.targets, first.targets)
+    with pytest.raises(ValueError, match="finite"):
+        CartoonParams(sigma_color=float("nan"))
+    for bad in ({"seed": -1}, {"jitter": float("nan")}, {"size": 1}):
+        with pytest.raises(ValueError, match="PairSpec"):
+            PairSpec("val", **bad)
