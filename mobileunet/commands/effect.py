@@ -19,7 +19,7 @@ from ..checkpoint import atomic_save
 from ..effect_distill import EFFECT_STUDENTS, PERCEPTUAL_NETS, EffectConfig
 from ..effects import CartoonParams
 from ..env import get_device, set_seed
-from ..photos import EffectPairs, PairSpec, teacher_pairs
+from ..photos import TRAIN_PHOTOS, VAL_PHOTOS, EffectPairs, PairSpec, load_photo, teacher_pairs
 from .args import (check_output, checkpoint_path, fraction, nonneg_float, nonneg_int, positive_float, positive_int,
                    seed, threads)
 from .runs import end_run, finish_run, is_main, local_device, start_run
@@ -158,6 +158,10 @@ def check_options(args: argparse.Namespace) -> None:
                          f"{gigabytes:.0f} GB in memory (and take the teacher about "
                          f"{(args.n_train + args.n_val) * 0.35 * (args.size / 256) ** 2 / 3600:.0f} hours): keep it "
                          f"under 4 GB (fewer or smaller pairs)")
+    smallest = min(min(load_photo(name).shape[:2]) for name in (*TRAIN_PHOTOS, *VAL_PHOTOS))
+    if args.size > smallest:
+        raise ValueError(f"--size {args.size} is larger than the smallest bundled photo's side ({smallest} px): "
+                         f"use --size {smallest} or less")
     if args.n_train < args.batch_size:
         raise ValueError(f"--n-train {args.n_train} is smaller than --batch-size {args.batch_size}: "
                          f"raise --n-train or lower --batch-size")
