@@ -385,6 +385,23 @@ CELLS_HINTS: tuple[tuple[str, str], ...] = (
 levels at equal strides, where both models have put their skips back together."""
 
 
+def _with_teacher_data(teacher: nn.Module, train_set: Dataset, unlabelled: Dataset | None,
+                       cfg: DistillConfig) -> tuple[Dataset, int]:
+    """The training set with the teacher-labelled extra images joined, and the teacher's cached logits beside
+    each image when ``cfg.teacher_on_whole_images``; returns it and the number of extra images."""
+    extra = None
+    if unlabelled is not None:
+        extra = (unlabelled if isinstance(unlabelled, TeacherLabelled)
+                 else TeacherLabelled(teacher, images_of(unlabelled)))
+    if cfg.teacher_on_whole_images and cfg.soft_weight > 0:
+        train_set = WithTeacherLogits(train_set, teacher_logits(teacher, images_of(train_set)))
+        if extra is not None:
+            extra = WithTeacherLogits(extra, extra.logits)
+    if extra is None:
+        return train_set, 0
+    return ConcatDataset([train_set, extra]), len(extra)
+
+
 def distill(student: nn.Module, teacher: nn.Module, train_set: Dataset, val_set: Dataset | None,
             cfg: DistillConfig, unlabelled: Dataset | None = None) -> dict:
     """Train ``student`` on ``train_set`` with ``teacher``'s help; returns ``train``'s history.
@@ -413,18 +430,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_set: Dataset, val_set:
                         f"DistillConfig(steps=..., soft_weight=...) takes TrainConfig's fields too")
     device = torch.device(cfg.device)
     teacher = teacher.to(device).eval()
-    n_extra = 0
-    extra = None
-    if unlabelled is not None:
-        extra = (unlabelled if isinstance(unlabelled, TeacherLabelled)
-                 else TeacherLabelled(teacher, images_of(unlabelled)))
-        n_extra = len(extra)
-    if cfg.teacher_on_whole_images and cfg.soft_weight > 0:
-        train_set = WithTeacherLogits(train_set, teacher_logits(teacher, images_of(train_set)))
-        if extra is not None:
-            extra = WithTeacherLogits(extra, extra.logits)
-    if extra is not None:
-        train_set = ConcatDataset([train_set, extra])
+    train_set, n_extra = _with_teacher_data(teacher, train_set, unlabelled, cfg)
     t_names, s_names = [t for t, _ in cfg.hints], [s for _, s in cfg.hints]
     adapters = None
     if cfg.hints:

@@ -45,8 +45,6 @@ def commit_checkpoint(checkpoint: str | Path, new_file: str | Path, manifest: di
     before them leaves the old pair. So after a kill at any moment, a reader
     sees the old pair or the new one, never a mix. Returns the manifest's path.
     """
-    from .checkpoint import atomic_write_text
-
     checkpoint, pending = Path(checkpoint), pending_path(checkpoint)
     atomic_write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", pending)
     os.replace(new_file, checkpoint)
@@ -56,8 +54,6 @@ def commit_checkpoint(checkpoint: str | Path, new_file: str | Path, manifest: di
 
 def _finish_interrupted_commit(checkpoint: str | Path) -> None:
     """Roll a ``commit_checkpoint`` killed between its two replaces forward, or drop a pending manifest left over."""
-    from .checkpoint import sha256
-
     pending = pending_path(checkpoint)
     if not pending.is_file():
         return

@@ -213,87 +213,44 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     weights as N + M steps in one go. Needs the same config and data.
     """
     device = torch.device(cfg.device)
-    rank, size = world()
-    if cfg.batch_size % size:
-        raise ValueError(f"batch_size={cfg.batch_size} is the batch of all {size} processes together: "
-                         f"give a multiple of {size}")
-    if size > 1 and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    net = model
-    if size > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    model, net, rank, size = _placed(model, device, cfg.batch_size)
     gen = torch.Generator().manual_seed(cfg.seed)
-    params = list(model.parameters()) + list(extra_params or [])
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(list(model.parameters()) + list(extra_params or []), lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     if evaluate_fn is None and val_set is not None:
         evaluate_fn = lambda m: evaluate(m, val_set)  # noqa: E731
     hist: dict = {"step": [], "loss": [], "eval_step": [],
-                  "config": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                             "loss": getattr(cfg.loss, "__name__", str(cfg.loss)), "seed": cfg.seed,
-                             "crop": cfg.crop, **(notes or {}),
-                             **cfg.extra}}
-    data = batches(train_set, cfg.batch_size, gen)
-
-    def draw():
-        tensors = unpack_batch(next(data))
-        if cfg.crop is not None:
-            tensors = random_crop(tensors, cfg.crop, gen)
-        if cfg.augment is not None:
-            tensors = cfg.augment(*tensors, generator=gen)
-        if size > 1:                                   # every process drew the whole batch: keep a slice
-            share = cfg.batch_size // size
-            tensors = tuple(t[rank * share:(rank + 1) * share] for t in tensors)
-        return tensors
-
+                  "config": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+                             "loss": getattr(cfg.loss, "__name__", str(cfg.loss)), "crop": cfg.crop,
+                             **(notes or {}), **cfg.extra}}
+    stream = _batch_stream(train_set, cfg, gen, rank, size)
     done, seconds_before = 0, 0.0
     if state is not None:
         done = _resume(state, cfg, model, opt, sched, extra_params)
         hist = copy.deepcopy(state["history"])
         seconds_before = float(hist.get("seconds", 0.0))
         for _ in range(done):                          # the same batches, crops and flips as before
-            draw()
+            next(stream)
     start = time.perf_counter()
     bar = tqdm(range(done + 1, cfg.steps + 1), desc=cfg.desc, leave=False, disable=rank > 0)
     for step in bar:
         model.train()
-        loss, parts = step_loss(net, *(t.to(device) for t in draw()))
-        logged = loss.detach().clone()
-        if size > 1:                                   # the whole batch's loss, the same in every process
-            torch.distributed.all_reduce(logged)
-            logged /= size
-        if not torch.isfinite(logged):
-            raise ValueError(f"{cfg.desc}: the loss is {logged.item()} at step {step}: training diverged; "
-                             f"lower the learning rate (now {cfg.lr:g}) or check the data")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if size > 1:
-            for p in extra_params or []:               # outside the wrapped model: average them by hand
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= size
-        opt.step()
-        sched.step()
+        loss, parts = step_loss(net, *(t.to(device) for t in next(stream)))
+        logged = _step(loss, opt, sched, extra_params, size, f"{cfg.desc}: at step {step}", cfg.lr)
         hist["step"].append(step)
-        hist["loss"].append(logged.item())
+        hist["loss"].append(logged)
         for name, value in parts.items():
             hist.setdefault(f"loss_{name}", []).append(float(value))
         if rank == 0 and evaluate_fn is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
             scores = evaluate_fn(model)
-            hist["eval_step"].append(step)
-            for k, v in scores.items():
-                hist.setdefault(f"val_{k}", []).append(float(v))
+            _record_scores(hist, step, scores)
             first = next(iter(scores))
-            bar.set_postfix(loss=f"{loss.item():.3f}", **{f"val_{first}": f"{scores[first]:.3f}"})
+            bar.set_postfix(loss=f"{logged:.3f}", **{f"val_{first}": f"{scores[first]:.3f}"})
         if rank == 0 and save_state is not None and save_every and (step % save_every == 0 or step == cfg.steps):
             hist["seconds"] = seconds_before + time.perf_counter() - start
-            save_state(copy.deepcopy({"step": step, "steps": cfg.steps, "seed": cfg.seed,
-                                      "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                      "scheduler": sched.state_dict(),
-                                      "extra": [p.detach().cpu() for p in extra_params or []],
-                                      "history": hist}))
+            save_state(_training_state(step, cfg, model, opt, sched, extra_params, hist))
     hist["seconds"] = seconds_before + time.perf_counter() - start
     hist["config"]["world_size"] = size
     last = {k[4:]: v[-1] for k, v in hist.items() if k.startswith("val_") and v}
@@ -301,6 +258,69 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
         print(f"{cfg.desc}: {cfg.steps} steps in {hist['seconds']:.0f} s, final loss {hist['loss'][-1]:.4f}"
               + "".join(f", val {k} {v:.3f}" for k, v in last.items()))
     return hist
+
+
+def _placed(model: nn.Module, device: torch.device, batch_size: int) -> tuple[nn.Module, nn.Module, int, int]:
+    """The model on ``device`` and what ``fit`` calls: itself, or its ``DistributedDataParallel`` wrapper when
+    several processes train (``SyncBatchNorm`` on CUDA); with this process's rank and their number."""
+    rank, size = world()
+    if batch_size % size:
+        raise ValueError(f"batch_size={batch_size} is the batch of all {size} processes together: "
+                         f"give a multiple of {size}")
+    if size > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    net = model if size == 1 else nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model, net, rank, size
+
+
+def _record_scores(hist: dict, step: int, scores: dict) -> None:
+    hist["eval_step"].append(step)
+    for k, v in scores.items():
+        hist.setdefault(f"val_{k}", []).append(float(v))
+
+
+def _training_state(step: int, cfg: TrainConfig, model: nn.Module, opt, sched, extra_params, hist: dict) -> dict:
+    """What ``fit(state=...)`` resumes from: plain tensors and numbers (``weights_only=True`` loads it), copied."""
+    return copy.deepcopy({"step": step, "steps": cfg.steps, "seed": cfg.seed, "model": model.state_dict(),
+                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          "extra": [p.detach().cpu() for p in extra_params or []], "history": hist})
+
+
+def _batch_stream(train_set: Dataset, cfg: TrainConfig, gen: torch.Generator, rank: int, size: int):
+    """``fit``'s endless batches, cropped and flipped; with several processes, this process's slice of each."""
+    for batch in batches(train_set, cfg.batch_size, gen):
+        tensors = unpack_batch(batch)
+        if cfg.crop is not None:
+            tensors = random_crop(tensors, cfg.crop, gen)
+        if cfg.augment is not None:
+            tensors = cfg.augment(*tensors, generator=gen)
+        if size > 1:                                   # every process drew the whole batch: keep a slice
+            share = cfg.batch_size // size
+            tensors = tuple(t[rank * share:(rank + 1) * share] for t in tensors)
+        yield tensors
+
+
+def _step(loss: torch.Tensor, opt, sched, extra_params, size: int, where: str, lr: float) -> float:
+    """One optimiser step on ``loss``; returns the loss of the whole batch (averaged over the processes)."""
+    logged = loss.detach().clone()
+    if size > 1:                                       # the whole batch's loss, the same in every process
+        torch.distributed.all_reduce(logged)
+        logged /= size
+    if not torch.isfinite(logged):
+        raise ValueError(f"{where} the loss is {logged.item()}: training diverged; "
+                         f"lower the learning rate (now {lr:g}) or check the data")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if size > 1:
+        for p in extra_params or []:                   # outside the wrapped model: average them by hand
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= size
+    opt.step()
+    sched.step()
+    return logged.item()
 
 
 def _resume(state: dict, cfg: TrainConfig, model: nn.Module, opt, sched, extra_params) -> int:

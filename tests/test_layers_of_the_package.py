@@ -79,3 +79,16 @@ def test_the_package_imports_its_own_modules_at_the_top():
                 late += [f"{p.name}:{sub.lineno} {node.name}" for sub in ast.walk(node)
                          if isinstance(sub, ast.ImportFrom) and sub.level >= 1]
     assert not late, late
+
+
+def test_no_function_has_more_than_50_lines_of_code():
+    """Docstrings do not count: a long explanation is welcome, a long body is not."""
+    long = []
+    for p in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body[1:] if ast.get_docstring(node) and len(node.body) > 1 else node.body
+                lines = node.end_lineno - body[0].lineno + 1
+                if lines > 50:
+                    long.append(f"{p.name}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long

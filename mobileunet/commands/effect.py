@@ -82,27 +82,16 @@ def run(args) -> int:
         check_output(args.out, force=args.force)
     start_run(args)
     state_path = args.out.with_suffix(".state.pt")
-    state = None
-    if args.resume:
-        if not state_path.is_file():
-            raise FileNotFoundError(f"--resume: no training state at {state_path}; run the command without "
-                                    f"--resume to start")
-        state = torch.load(state_path, weights_only=True)
-        if state.get("argv") != _run_argv(args.argv):
-            raise ValueError(f"--resume: {state_path} was written by another command "
-                             f"({shlex.join(state.get('argv') or [])}): resume with the same options")
-        print(f"resuming from {state_path} at step {state['step']} of {state['steps']}")
+    state = _saved_state(args, state_path) if args.resume else None
     params = CartoonParams()
     specs = {"train": PairSpec("train", args.n_train, args.size, args.data_seed, args.occlusion,
                                extra_pets=args.extra_pets, dead_leaves=args.dead_leaves),
              "val": PairSpec("val", args.n_val, args.size, args.data_seed, args.occlusion)}
     pairs = {k: teacher_pairs(s, params) for k, s in specs.items()}
     set_seed(args.seed)
-    if args.student == "guided_effect_student":
-        student = models.guided_effect_student(residual=not args.direct, exact_lines=args.exact_lines,
-                                                exact_quantise=args.exact_quantise)
-    else:
-        student = models.effect_student(residual=not args.direct)
+    student = (models.guided_effect_student(residual=not args.direct, exact_lines=args.exact_lines,
+                                            exact_quantise=args.exact_quantise)
+               if args.student == "guided_effect_student" else models.effect_student(residual=not args.direct))
     cfg = EffectConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, crop=args.crop or None,
                        seed=args.seed, l1=args.l1, ssim=args.ssim, perceptual=args.perceptual,
                        perceptual_net=args.perceptual_net, adversarial=args.adversarial, desc="effect",
@@ -124,18 +113,7 @@ def run(args) -> int:
                 "curve": {"about": "held-out pairs, scored during training", "step": hist["eval_step"],
                           **{k[4:]: hist[k] for k in ("val_psnr", "val_ssim", "val_line_f1") if k in hist}}}
     speed = []
-
-    def check_and_speed(reloaded) -> dict:
-        val = pairs["val"]
-        first = EffectPairs(val.inputs[:ed.CHECK_PAIRS], val.targets[:ed.CHECK_PAIRS], [], {})
-        speed[:] = ed.speed_comparison(reloaded, ed.frame256(), params, repeats=args.time_repeats)
-        return {"effect": {"name": "cartoon", "params": params.to_dict()},
-                "check": {"about": f"the first {ed.CHECK_PAIRS} held-out pairs: PairSpec('val', {ed.CHECK_PAIRS}, "
-                                   f"size, data_seed) makes the same ones quickly (tests/test_shipped.py)",
-                          "n": ed.CHECK_PAIRS, **ed.evaluate_effect(reloaded, first)},
-                "speed": {"frame": "256x256, first held-out photo (chelsea) centre", "threads": args.threads,
-                          "rows": speed}}
-
+    check_and_speed = lambda m: _check_and_speed(m, pairs["val"], params, args, speed)  # noqa: E731
     manifest = finish_run(args, student.cpu().eval(), data, {"builder": args.student}, training,
                           lambda m: ed.evaluate_effect(m, pairs["val"]), extra=check_and_speed)
     metrics = manifest["metrics"]
@@ -146,6 +124,37 @@ def run(args) -> int:
           f"{metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}; teacher {speed[0]['median_ms']:.0f} ms, "
           f"student {best['median_ms']:.1f} ms ({best['runtime']}): {best['speed-up']:.0f}x")
     return 0
+
+
+def _check_and_speed(reloaded, val: EffectPairs, params: CartoonParams, args: argparse.Namespace,
+                     speed: list) -> dict:
+    """The manifest's effect, check and speed records for the stored student; the speed rows also go to ``speed``."""
+    first = EffectPairs(val.inputs[:ed.CHECK_PAIRS], val.targets[:ed.CHECK_PAIRS], [], {})
+    speed[:] = ed.speed_comparison(reloaded, ed.frame256(), params, repeats=args.time_repeats)
+    return {"effect": {"name": "cartoon", "params": params.to_dict()},
+            "check": {"about": f"the first {ed.CHECK_PAIRS} held-out pairs: PairSpec('val', {ed.CHECK_PAIRS}, "
+                               f"size, data_seed) makes the same ones quickly (tests/test_shipped.py)",
+                      "n": ed.CHECK_PAIRS, **ed.evaluate_effect(reloaded, first)},
+            "speed": {"frame": "256x256, first held-out photo (chelsea) centre", "threads": args.threads,
+                      "rows": speed}}
+
+
+def _saved_state(args: argparse.Namespace, state_path) -> dict:
+    """The training state an interrupted run of the same command left at ``state_path``."""
+    if not state_path.is_file():
+        raise FileNotFoundError(f"--resume: no training state at {state_path}; run the command without "
+                                f"--resume to start")
+    try:
+        state = torch.load(state_path, weights_only=True)
+    except Exception as err:                            # truncated, or not a state at all
+        raise ValueError(f"--resume: {state_path} is not a readable training state ({type(err).__name__}): "
+                         f"delete it and run without --resume") from None
+    if not isinstance(state, dict) or state.get("argv") != _run_argv(args.argv):
+        raise ValueError(f"--resume: {state_path} was written by another command "
+                         f"({shlex.join((state.get('argv') if isinstance(state, dict) else None) or [])}): "
+                         f"resume with the same options")
+    print(f"resuming from {state_path} at step {state['step']} of {state['steps']}")
+    return state
 
 
 def check_options(args: argparse.Namespace) -> None:
