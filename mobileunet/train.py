@@ -51,6 +51,11 @@ def random_crop(tensors: tuple[torch.Tensor, ...], size: int,
                  for t in tensors)
 
 
+PRECISIONS = ("fp32", "bf16")
+"""``TrainConfig.precision``: float32 throughout, or bfloat16 autocast for the forward pass and the loss
+(the weights, the optimiser and the gradients stay float32)."""
+
+
 @dataclass
 class TrainConfig:
     """What a training run needs besides the model and the data.
@@ -70,6 +75,8 @@ class TrainConfig:
     eval_every: int = 50
     seed: int = 0
     device: str | None = None              # None: the best present (env.get_device): cuda, mps, else cpu
+    precision: str = "fp32"                # "bf16": forward and loss under torch.autocast in bfloat16
+    channels_last: bool = False            # the model and its batches in channels-last memory order
     desc: str = "train"
     extra: dict = field(default_factory=dict)  # free-form notes copied into the history
 
@@ -83,6 +90,10 @@ class TrainConfig:
         except (RuntimeError, ValueError) as err:
             raise ValueError(f"TrainConfig.device={self.device!r}: {err}; use 'cpu', 'cuda' or 'mps', or None "
                              f"for the best present") from None
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision={self.precision!r}: use one of {PRECISIONS}")
+        if not isinstance(self.channels_last, bool):
+            raise TypeError(f"TrainConfig.channels_last={self.channels_last!r}: give True or False")
         if not callable(self.loss):
             raise TypeError(f"TrainConfig.loss must be a function (logits, mask, weight) -> loss, "
                             f"got {self.loss!r}: use e.g. mobileunet.losses.dice_loss")
@@ -213,7 +224,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     weights as N + M steps in one go. Needs the same config and data.
     """
     device = torch.device(cfg.device)
-    model, net, rank, size = _placed(model, device, cfg.batch_size)
+    model, net, rank, size = _placed(model, device, cfg.batch_size, cfg.channels_last)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(list(model.parameters()) + list(extra_params or []), lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
@@ -224,6 +235,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     hist: dict = {"step": [], "loss": [], "eval_step": [],
                   "config": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
                              "loss": getattr(cfg.loss, "__name__", str(cfg.loss)), "crop": cfg.crop,
+                             **({"precision": cfg.precision} if cfg.precision != "fp32" else {}),
+                             **({"channels_last": True} if cfg.channels_last else {}),
                              **(notes or {}), **cfg.extra}}
     stream = _batch_stream(train_set, cfg, gen, rank, size)
     done, seconds_before = 0, 0.0
@@ -235,9 +248,13 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
             next(stream)
     start = time.perf_counter()
     bar = tqdm(range(done + 1, cfg.steps + 1), desc=cfg.desc, leave=False, disable=rank > 0)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for step in bar:
         model.train()
-        loss, parts = step_loss(net, *(t.to(device) for t in next(stream)))
+        batch = [t.to(device, memory_format=fmt) if t.ndim == 4 else t.to(device) for t in next(stream)]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            loss, parts = step_loss(net, *batch)
+        loss = loss.float()
         logged = _step(loss, opt, sched, extra_params, size, f"{cfg.desc}: at step {step}", cfg.lr)
         hist["step"].append(step)
         hist["loss"].append(logged)
@@ -260,7 +277,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     return hist
 
 
-def _placed(model: nn.Module, device: torch.device, batch_size: int) -> tuple[nn.Module, nn.Module, int, int]:
+def _placed(model: nn.Module, device: torch.device, batch_size: int,
+            channels_last: bool = False) -> tuple[nn.Module, nn.Module, int, int]:
     """The model on ``device`` and what ``fit`` calls: itself, or its ``DistributedDataParallel`` wrapper when
     several processes train (``SyncBatchNorm`` on CUDA); with this process's rank and their number."""
     rank, size = world()
@@ -269,7 +287,7 @@ def _placed(model: nn.Module, device: torch.device, batch_size: int) -> tuple[nn
                          f"give a multiple of {size}")
     if size > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     net = model if size == 1 else nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
     return model, net, rank, size

@@ -85,3 +85,25 @@ def test_resume_refuses_another_budget(data):
     with pytest.raises(ValueError, match="resume with the same budget and seed"):
         fit(UNet(base=8, depth=2), *data, TrainConfig(steps=8, batch_size=4, crop=32),
             lambda m, i, k, w: (cfg.loss(m(i), k, w), {}), state=states[0])
+
+
+def test_bf16_and_channels_last_train_the_same_model_and_are_recorded(data):
+    """bfloat16 autocast and channels-last change the arithmetic's layout, not what is learnt: the losses of a
+    few steps stay close to float32's, and the history says which was used."""
+    from mobileunet.models import default_student
+
+    train_set, val_set = data
+    losses = {}
+    for precision, channels_last in (("fp32", False), ("bf16", False), ("fp32", True)):
+        torch.manual_seed(0)
+        model = default_student(in_channels=1, out_channels=1)
+        cfg = TrainConfig(steps=3, batch_size=4, crop=None, eval_every=3, device="cpu", precision=precision,
+                          channels_last=channels_last)
+        hist = train(model, train_set, val_set, cfg)
+        losses[precision, channels_last] = hist["loss"]
+        assert hist["config"].get("precision", "fp32") == precision
+        assert next(model.parameters()).dtype == torch.float32          # the weights stay float32
+    assert losses["fp32", True] == pytest.approx(losses["fp32", False], abs=2e-3)   # another summation order
+    assert losses["bf16", False] == pytest.approx(losses["fp32", False], abs=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16")

@@ -167,6 +167,14 @@ def add_output_args(p: argparse.ArgumentParser):
     return g
 
 
+def add_precision_args(g) -> None:
+    """``--precision`` and ``--channels-last``: how the training arithmetic is laid out (``TrainConfig``)."""
+    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: forward pass and loss in bfloat16 autocast, weights and optimiser in float32 "
+                        "(benchmarks/training_throughput.py measures what it buys) (default: %(default)s)")
+    g.add_argument("--channels-last", action="store_true", help="the model and its batches in channels-last order")
+
+
 def add_threads_arg(g) -> None:
     g.add_argument("--threads", type=threads, default=None, metavar="N",
                    help="torch CPU threads, at most the machine's cores (default: torch's choice); "

@@ -20,8 +20,8 @@ from ..effect_distill import EFFECT_STUDENTS, PERCEPTUAL_NETS, EffectConfig
 from ..effects import CartoonParams
 from ..env import get_device, set_seed
 from ..photos import TRAIN_PHOTOS, VAL_PHOTOS, EffectPairs, PairSpec, load_photo, teacher_pairs
-from .args import (check_output, checkpoint_path, fraction, nonneg_float, nonneg_int, positive_float, positive_int,
-                   seed, threads)
+from .args import (add_precision_args, check_output, checkpoint_path, fraction, nonneg_float, nonneg_int,
+                   positive_float, positive_int, seed, threads)
 from .runs import end_run, finish_run, is_main, local_device, start_run
 
 
@@ -63,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=positive_float, default=2e-3, help="(default: %(default)s)")
     g.add_argument("--seed", type=seed, default=0, help="(default: %(default)s)")
     g.add_argument("--threads", type=threads, default=None, help="torch CPU threads (at most the machine's cores)")
+    add_precision_args(g)
     g.add_argument("--time-repeats", type=positive_int, default=5, help="teacher runs timed (default: %(default)s)")
     g.add_argument("--eval-every", type=positive_int, default=500,
                    help="score the held-out pairs every N steps: the manifest's learning curve (default: %(default)s)")
@@ -95,7 +96,8 @@ def run(args) -> int:
     cfg = EffectConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, crop=args.crop or None,
                        seed=args.seed, l1=args.l1, ssim=args.ssim, perceptual=args.perceptual,
                        perceptual_net=args.perceptual_net, adversarial=args.adversarial, desc="effect",
-                       eval_every=args.eval_every, device=local_device(get_device().type))
+                       eval_every=args.eval_every, device=local_device(get_device().type),
+                       precision=args.precision, channels_last=args.channels_last)
 
     def save_state(s: dict) -> None:
         atomic_save({**s, "argv": _run_argv(args.argv)}, state_path)

@@ -15,8 +15,8 @@ from ..data import NoisyLabels, cells_splits
 from ..env import get_device, set_seed
 from ..models import builders
 from ..train import TrainConfig, evaluate, train
-from .args import (add_output_args, add_threads_arg, check_output, edge_shift, fraction, nonneg_float, nonneg_int,
-                   positive_float, positive_int, seed)
+from .args import (add_output_args, add_precision_args, add_threads_arg, check_output, edge_shift, fraction,
+                   nonneg_float, nonneg_int, positive_float, positive_int, seed)
 from .runs import end_run, finish_run, is_main, local_device, start_run
 
 LOSSES = {"weighted_bce": losses.weighted_bce_loss, "bce": losses.bce_loss, "dice": losses.dice_loss,
@@ -75,6 +75,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=seed, default=0, help="model init and batch order (default: %(default)s)")
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     add_threads_arg(g)
+    add_precision_args(g)
     g = add_output_args(p)
     g.add_argument("--store-dtype", choices=DTYPES, default="float32",
                    help="float type of the stored weights; float16 halves the file and "
@@ -124,7 +125,8 @@ def budget(args: argparse.Namespace, desc: str) -> dict:
         raise ValueError(f"--device {args.device}: {err}") from None
     return dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 weight_decay=args.weight_decay, loss=LOSSES[args.loss], crop=args.crop or None,
-                eval_every=args.eval_every, seed=args.seed, device=local_device(args.device), desc=desc)
+                eval_every=args.eval_every, seed=args.seed, device=local_device(args.device), desc=desc,
+                precision=args.precision, channels_last=args.channels_last)
 
 
 def finish_cells_run(args: argparse.Namespace, model, hist: dict, data: dict, model_info: dict) -> dict:
