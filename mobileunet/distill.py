@@ -403,7 +403,7 @@ def _with_teacher_data(teacher: nn.Module, train_set: Dataset, unlabelled: Datas
 
 
 def distill(student: nn.Module, teacher: nn.Module, train_set: Dataset, val_set: Dataset | None,
-            cfg: DistillConfig, unlabelled: Dataset | None = None) -> dict:
+            cfg: DistillConfig, unlabelled: Dataset | None = None, **resuming) -> dict:
     """Train ``student`` on ``train_set`` with ``teacher``'s help; returns ``train``'s history.
 
     Args:
@@ -416,6 +416,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_set: Dataset, val_set:
             in proportion, at the same batch size and step count. A
             ``TeacherLabelled`` made once can be passed instead, to share it
             between runs.
+        resuming: ``state``, ``save_every``, ``save_state``, as ``fit`` takes them.
 
     Example:
         >>> from mobileunet import UNet, cells_splits
@@ -468,4 +469,4 @@ def distill(student: nn.Module, teacher: nn.Module, train_set: Dataset, val_set:
              "hint_loss": cfg.hint_loss.__name__, "teacher_labelled": n_extra,
              "teacher_on_whole_images": cfg.teacher_on_whole_images}
     extra_params = list(adapters.parameters()) if adapters is not None else None
-    return fit(student, train_set, val_set, cfg, step_loss, extra_params=extra_params, notes=notes)
+    return fit(student, train_set, val_set, cfg, step_loss, extra_params=extra_params, notes=notes, **resuming)

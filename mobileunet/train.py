@@ -178,16 +178,17 @@ StepLoss = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 terms; ``extra`` are the batch's tensors after the weight (see ``unpack_batch``)."""
 
 
-def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig) -> dict:
+def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig, **resuming) -> dict:
     """Train ``model`` for ``cfg.steps`` steps with AdamW and a cosine schedule.
 
     Returns a history: ``step``/``loss`` every step, ``eval_step``/``val_iou``/
     ``val_dice`` every ``cfg.eval_every`` steps and at the end, plus ``seconds``.
+    ``resuming`` (``state``, ``save_every``, ``save_state``) go to ``fit``.
     """
     def step_loss(model, image, mask, weight):
         return cfg.loss(model(image), mask, weight), {}
 
-    return fit(model, train_set, val_set, cfg, step_loss)
+    return fit(model, train_set, val_set, cfg, step_loss, **resuming)
 
 
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,

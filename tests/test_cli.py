@@ -328,3 +328,35 @@ def test_out_refuses_to_replace_a_json_that_is_not_its_manifest(tmp_path, capsys
         assert main(["train", "--steps", "1", "--out", str(tmp_path / name)]) == 2
         assert says in capsys.readouterr().err
     assert (tmp_path / "notes.json").read_text() == "{}"
+
+
+def test_train_resumes_an_interrupted_run_to_the_same_weights(tmp_path, monkeypatch, capsys):
+    """Killed after step 3 of 4 (state saved at step 2), --resume gives the checkpoint an uninterrupted run gives."""
+    import sys
+
+    fit_module = sys.modules["mobileunet.train"]
+    argv = ["train", "--model", "default_student", "--steps", "4", "--n-train", "8", "--n-val", "4", "--size", "32",
+            "--batch-size", "4", "--crop", "0", "--eval-every", "2", "--save-every", "2", "--threads", "1"]
+    assert main([*argv, "--out", str(tmp_path / "whole.pt")]) == 0
+    real_step, calls = fit_module._step, []
+
+    def dies_at_step_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(fit_module, "_step", dies_at_step_3)
+    out = tmp_path / "cut.pt"
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "--out", str(out)])
+    state = out.with_suffix(".state.pt")
+    assert torch.load(state, weights_only=True)["step"] == 2 and not out.exists()
+    monkeypatch.setattr(fit_module, "_step", real_step)
+    assert main([*argv, "--out", str(out), "--resume"]) == 0
+    assert "resuming from" in capsys.readouterr().out and not state.exists()
+    a = load_checkpoint(tmp_path / "whole.pt")[0].state_dict()
+    b = load_checkpoint(out)[0].state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    assert read_manifest(out)["training"]["resumed"] and not read_manifest(tmp_path / "whole.pt")["training"]["resumed"]
+    assert main([*argv[:-2], "--save-every", "0", "--threads", "1", "--out", str(out), "--resume"]) == 2

@@ -12,7 +12,7 @@ from ..manifest import manifest_path, read_manifest, verify_checkpoint, write_ma
 from ..metrics import gap_closed
 from .args import check_output, fraction, hint_pair, nonneg_float, nonneg_int, positive_float, shipped
 from .runs import end_run, is_main, start_run
-from .train import BUILDERS, add_run_args, budget, build_model, cells_data, finish_cells_run
+from .train import BUILDERS, add_run_args, budget, build_model, cells_data, finish_cells_run, resume_options
 
 SOFT_LOSSES = {"kl": soft_target_kl, "weighted_kl": weighted_soft_target_kl, "logit_mse": logit_mse}
 HINT_LOSSES = {"mse": hint_mse, "cosine": hint_cosine}
@@ -57,13 +57,15 @@ def run(args: argparse.Namespace) -> int:
     if args.hint and hint_weight == 0:
         raise ValueError("--hint-weight 0 would ignore the --hint pairs: drop them or give a weight > 0")
     teacher_path = args.teacher or shipped("unet_teacher_cells.pt")
-    check_output(args.out, [teacher_path, args.scratch], force=args.force)
+    if not args.resume:
+        check_output(args.out, [teacher_path, args.scratch], force=args.force)
     start_run(args)
     scratch = _scratch_run(args, teacher_path) if args.scratch is not None else None
     cfg = DistillConfig(**budget(args, desc=f"distill {args.student}"),
                         soft_weight=args.soft_weight, temperature=args.temperature,
                         soft_loss=SOFT_LOSSES[args.soft_loss], hints=tuple(args.hint), hint_weight=hint_weight,
                         hint_loss=HINT_LOSSES[args.hint_loss], teacher_on_whole_images=args.teacher_whole_images)
+    resuming = resume_options(args)
     data = cells_data(args)
     if not args.no_verify:
         verify_checkpoint(teacher_path)
@@ -74,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
         data["spec"]["unlabelled"] = {"split": "unlabelled", "n": args.unlabelled, "size": args.size,
                                       "seed": args.data_seed, "labels": "the teacher's"}
     student = build_model(args.student, args.seed)
-    hist = distill(student, teacher, data["train"], data["val"], cfg, unlabelled=unlabelled)
+    hist = distill(student, teacher, data["train"], data["val"], cfg, unlabelled=unlabelled, **resuming)
     if is_main():
         _finish(args, student, hist, data, teacher_path, scratch)
+        args.out.with_suffix(".state.pt").unlink(missing_ok=True)   # complete: nothing left to resume
     end_run()
     return 0
 

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 
-import torch
 
 from .. import effect_distill as ed
 from .. import models
-from ..checkpoint import atomic_save
 from ..effect_distill import EFFECT_STUDENTS, PERCEPTUAL_NETS, EffectConfig
 from ..effects import CartoonParams
 from ..env import get_device, set_seed
 from ..photos import TRAIN_PHOTOS, VAL_PHOTOS, EffectPairs, PairSpec, load_photo, teacher_pairs
 from .args import (add_precision_args, check_output, checkpoint_path, fraction, nonneg_float, nonneg_int,
                    positive_float, positive_int, seed, threads)
-from .runs import end_run, finish_run, is_main, local_device, start_run
+from .runs import end_run, finish_run, is_main, local_device, saved_state, start_run, state_saver
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,7 +80,7 @@ def run(args) -> int:
         check_output(args.out, force=args.force)
     start_run(args)
     state_path = args.out.with_suffix(".state.pt")
-    state = _saved_state(args, state_path) if args.resume else None
+    state = saved_state(args, state_path) if args.resume else None
     params = CartoonParams()
     specs = {"train": PairSpec("train", args.n_train, args.size, args.data_seed, args.occlusion,
                                extra_pets=args.extra_pets, dead_leaves=args.dead_leaves),
@@ -99,11 +96,8 @@ def run(args) -> int:
                        eval_every=args.eval_every, device=local_device(get_device().type),
                        precision=args.precision, channels_last=args.channels_last)
 
-    def save_state(s: dict) -> None:
-        atomic_save({**s, "argv": _run_argv(args.argv)}, state_path)
-
     hist = ed.distill_effect(student, pairs["train"], cfg, val_pairs=pairs["val"], state=state,
-                             save_every=args.save_every, save_state=save_state)
+                             save_every=args.save_every, save_state=state_saver(args, state_path))
     if not is_main():                                      # one of several processes: rank 0 writes
         end_run()
         return 0
@@ -141,24 +135,6 @@ def _check_and_speed(reloaded, val: EffectPairs, params: CartoonParams, args: ar
                       "rows": speed}}
 
 
-def _saved_state(args: argparse.Namespace, state_path) -> dict:
-    """The training state an interrupted run of the same command left at ``state_path``."""
-    if not state_path.is_file():
-        raise FileNotFoundError(f"--resume: no training state at {state_path}; run the command without "
-                                f"--resume to start")
-    try:
-        state = torch.load(state_path, weights_only=True)
-    except Exception as err:                            # truncated, or not a state at all
-        raise ValueError(f"--resume: {state_path} is not a readable training state ({type(err).__name__}): "
-                         f"delete it and run without --resume") from None
-    if not isinstance(state, dict) or state.get("argv") != _run_argv(args.argv):
-        raise ValueError(f"--resume: {state_path} was written by another command "
-                         f"({shlex.join((state.get('argv') if isinstance(state, dict) else None) or [])}): "
-                         f"resume with the same options")
-    print(f"resuming from {state_path} at step {state['step']} of {state['steps']}")
-    return state
-
-
 def check_options(args: argparse.Namespace) -> None:
     """Options that contradict each other, refused before any work."""
     if args.crop and args.crop > args.size:
@@ -187,8 +163,3 @@ def check_options(args: argparse.Namespace) -> None:
         args.save_every = 0                             # the critic is not in the saved state
         if args.resume:
             raise ValueError("--resume cannot continue a run with --adversarial (its critic is not saved)")
-
-
-def _run_argv(argv: list[str]) -> list[str]:
-    """The command's options without ``--resume``: what must match for a run to be resumed."""
-    return [a for a in argv if a != "--resume"]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..checkpoint import load_checkpoint, save_checkpoint, sha256
+from ..checkpoint import atomic_save, load_checkpoint, save_checkpoint, sha256
 from ..manifest import MANIFEST_VERSION, commit_checkpoint, git_info
 from ..profile import count_params
 
@@ -108,3 +108,33 @@ def finish_run(args: argparse.Namespace, model: nn.Module, data: dict, model_inf
     }
     commit_checkpoint(args.out, new_file, manifest)     # the checkpoint and its manifest as one change
     return manifest
+
+
+def saved_state(args: argparse.Namespace, state_path) -> dict:
+    """The training state an interrupted run of the same command left at ``state_path``."""
+    if not state_path.is_file():
+        raise FileNotFoundError(f"--resume: no training state at {state_path}; run the command without "
+                                f"--resume to start")
+    try:
+        state = torch.load(state_path, weights_only=True)
+    except Exception as err:                            # truncated, or not a state at all
+        raise ValueError(f"--resume: {state_path} is not a readable training state ({type(err).__name__}): "
+                         f"delete it and run without --resume") from None
+    if not isinstance(state, dict) or state.get("argv") != run_argv(args.argv):
+        raise ValueError(f"--resume: {state_path} was written by another command "
+                         f"({shlex.join((state.get('argv') if isinstance(state, dict) else None) or [])}): "
+                         f"resume with the same options")
+    print(f"resuming from {state_path} at step {state['step']} of {state['steps']}")
+    return state
+
+
+def state_saver(args: argparse.Namespace, state_path):
+    """``fit``'s ``save_state`` for a command: the state and the options that must match to resume it, atomically."""
+    def save(state: dict) -> None:
+        atomic_save({**state, "argv": run_argv(args.argv)}, state_path)
+    return save
+
+
+def run_argv(argv: list[str]) -> list[str]:
+    """The command's options without ``--resume``: what must match for a run to be resumed."""
+    return [a for a in argv if a != "--resume"]

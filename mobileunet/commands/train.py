@@ -17,7 +17,7 @@ from ..models import builders
 from ..train import TrainConfig, evaluate, train
 from .args import (add_output_args, add_precision_args, add_threads_arg, check_output, edge_shift, fraction,
                    nonneg_float, nonneg_int, positive_float, positive_int, seed)
-from .runs import end_run, finish_run, is_main, local_device, start_run
+from .runs import end_run, finish_run, is_main, local_device, saved_state, start_run, state_saver
 
 LOSSES = {"weighted_bce": losses.weighted_bce_loss, "bce": losses.bce_loss, "dice": losses.dice_loss,
           "bce_dice": losses.bce_dice_loss}
@@ -76,6 +76,11 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     add_threads_arg(g)
     add_precision_args(g)
+    g.add_argument("--save-every", type=nonneg_int, metavar="N", default=0,
+                   help="write the training state NAME.state.pt every N steps, so --resume can continue an "
+                        "interrupted run (default: %(default)s, off)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from NAME.state.pt, written by an interrupted run of the same command")
     g = add_output_args(p)
     g.add_argument("--store-dtype", choices=DTYPES, default="float32",
                    help="float type of the stored weights; float16 halves the file and "
@@ -83,16 +88,26 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_output(args.out, force=args.force)
+    if not args.resume:
+        check_output(args.out, force=args.force)
     start_run(args)
     cfg = TrainConfig(**budget(args, desc=f"train {args.model}"))
+    resuming = resume_options(args)
     data = cells_data(args)
     model = build_model(args.model, args.seed)
-    hist = train(model, data["train"], data["val"], cfg)
+    hist = train(model, data["train"], data["val"], cfg, **resuming)
     if is_main():
         finish_cells_run(args, model, hist, data, {"builder": args.model})
+        args.out.with_suffix(".state.pt").unlink(missing_ok=True)   # complete: nothing left to resume
     end_run()
     return 0
+
+
+def resume_options(args: argparse.Namespace) -> dict:
+    """``fit``'s resuming arguments from ``--save-every`` and ``--resume`` (the state is NAME.state.pt)."""
+    state_path = args.out.with_suffix(".state.pt")
+    return {"state": saved_state(args, state_path) if args.resume else None, "save_every": args.save_every,
+            "save_state": state_saver(args, state_path) if args.save_every else None}
 
 
 def cells_data(args: argparse.Namespace) -> dict:
@@ -138,7 +153,7 @@ def finish_cells_run(args: argparse.Namespace, model, hist: dict, data: dict, mo
         bad = [k for k, v in stored.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise ValueError(f"weights {bad[:3]} overflow float16: store this model with --store-dtype float32")
-    training = {**hist["config"], "device": args.device, "threads": args.threads,
+    training = {**hist["config"], "device": args.device, "threads": args.threads, "resumed": bool(args.resume),
                 "seconds": round(hist["seconds"], 1), "final_loss": hist["loss"][-1],
                 "val_iou_curve": {"step": hist["eval_step"], "iou": hist["val_iou"]}}
     float32 = (lambda _: {"metrics_float32": {"split": "val", **evaluate(model, data["val"])}}
