@@ -249,12 +249,10 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
             next(stream)
     start = time.perf_counter()
     bar = tqdm(range(done + 1, cfg.steps + 1), desc=cfg.desc, leave=False, disable=rank > 0)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for step in bar:
         model.train()
-        batch = [t.to(device, memory_format=fmt) if t.ndim == 4 else t.to(device) for t in next(stream)]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            loss, parts = step_loss(net, *batch)
+            loss, parts = step_loss(net, *_on(device, cfg.channels_last, next(stream)))
         loss = loss.float()
         logged = _step(loss, opt, sched, extra_params, size, f"{cfg.desc}: at step {step}", cfg.lr)
         hist["step"].append(step)
@@ -292,6 +290,12 @@ def _placed(model: nn.Module, device: torch.device, batch_size: int,
     net = model if size == 1 else nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
     return model, net, rank, size
+
+
+def _on(device: torch.device, channels_last: bool, tensors) -> list[torch.Tensor]:
+    """A batch on ``device``, its images in channels-last order if asked."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return [t.to(device, memory_format=fmt) if t.ndim == 4 else t.to(device) for t in tensors]
 
 
 def _record_scores(hist: dict, step: int, scores: dict) -> None:
