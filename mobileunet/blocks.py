@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation as ConvNormAct
 from torchvision.ops.misc import SqueezeExcitation
+from .validate import whole_number
 
 Layer = Callable[..., nn.Module]
 
@@ -47,8 +48,7 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 def _check_channels(**channels: int) -> None:
     for name, value in channels.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}={value!r}: a channel count must be a positive int")
+        whole_number(name, value, fix="a channel count")
 
 
 class DepthwiseSeparable(nn.Sequential):

@@ -6,7 +6,7 @@ stage doubles the resolution, concatenates the skip at that stride and mixes
 with one inverted residual. Stages beyond the stride-2 skip have no skip and
 go to the input's full size.
 
-Two choices come from measurements (TOOLCHAIN.md, lesson 04):
+Two choices come from measurements (lesson 04 and docs/export.md):
 
 * the inverted residual expands relative to its *output* channels; expanding
   the wide concatenation (e.g. 320 + 96 channels) six times made most of a
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import InvertedResidual, Layer
+from .validate import is_whole, whole_number
 
 
 class DecoderBlock(nn.Module):
@@ -70,11 +71,10 @@ class MobileDecoder(nn.Module):
             raise ValueError(f"encoder_channels={tuple(encoder_channels)}: expected 5 entries "
                              f"(strides 2, 4, 8, 16, 32) from an encoder's out_channels")
         if not 1 <= len(decoder_channels) <= 5 or any(
-                not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in decoder_channels):
+                not is_whole(c) or c < 1 for c in decoder_channels):
             raise ValueError(f"decoder_channels={tuple(decoder_channels)!r}: give 1 to 5 positive "
                              f"ints, one per stage from stride 16 up, e.g. (64, 32, 24, 16)")
-        if not isinstance(expand, int) or isinstance(expand, bool) or expand < 1:
-            raise ValueError(f"expand={expand!r}: the expansion must be a positive int (4 or 6)")
+        whole_number("expand", expand, fix="the expansion, 4 or 6")
         skips = list(encoder_channels[:-1])[::-1] + [0]          # strides 16, 8, 4, 2, then none
         ins = [encoder_channels[-1], *decoder_channels[:-1]]
         self.blocks = nn.ModuleList(

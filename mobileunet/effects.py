@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
+from .validate import whole_number
 
 EFFECT_VERSION = 2
 """Bump when ``cartoon``'s code changes what it draws: cached teacher pairs carry it in their hash.
@@ -62,8 +63,7 @@ class CartoonParams:
     def __post_init__(self):
         for name in ("n_smooth", "levels"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"CartoonParams.{name}={value!r}: must be a positive int")
+            whole_number(f"CartoonParams.{name}", value)
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:

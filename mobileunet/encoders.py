@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from .validate import whole_number
 
 STRIDES = (2, 4, 8, 16, 32)
 """The output strides of the five feature maps every encoder returns."""
@@ -120,8 +121,7 @@ class MobileNetEncoder(nn.Module):
             raise ValueError(f"encoder={encoder!r} is not one of {ENCODERS}")
         if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not 0.1 <= width_mult <= 2.0:
             raise ValueError(f"width_mult={width_mult!r}: use a number between 0.1 and 2.0 (e.g. 0.5)")
-        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
-            raise ValueError(f"in_channels={in_channels!r}: must be a positive int (1 grey, 3 RGB)")
+        whole_number("in_channels", in_channels, fix="1 grey, 3 RGB")
         if pretrained and width_mult != 1.0:
             raise ValueError(f"pretrained=True with width_mult={width_mult}: torchvision publishes "
                              f"ImageNet weights for width_mult=1.0 only; use 1.0 or pretrained=False")

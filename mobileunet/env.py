@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from .validate import is_whole
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -27,7 +28,7 @@ FAST: bool = fast_mode()
 
 def set_seed(seed: int = 0) -> None:
     """Seed Python, NumPy and torch so a lesson prints the same numbers twice."""
-    if not isinstance(seed, int) or isinstance(seed, bool):
+    if not is_whole(seed):
         raise TypeError(f"seed must be an int, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)

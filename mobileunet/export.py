@@ -38,6 +38,7 @@ from .decoders import DecoderBlock
 from .metrics import iou, psnr as psnr_per_image
 from .photos import TRAIN_PHOTOS, VAL_PHOTOS, load_photo
 from .profile import ort_session
+from .validate import is_whole
 
 FORMATS = ("onnx", "pte")
 MULTIPLE = 32                 # five stride-2 stages: H and W must divide by 2**5
@@ -100,7 +101,7 @@ def frame_size(size: int | tuple[int, int]) -> tuple[int, int]:
     """``size`` as ``(H, W)``, each a positive multiple of 32, or a ValueError that says how to fix it."""
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     for name, v in (("height", h), ("width", w)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < MULTIPLE or v % MULTIPLE:
+        if not is_whole(v) or v < MULTIPLE or v % MULTIPLE:
             fix = max(MULTIPLE, MULTIPLE * round(v / MULTIPLE)) if isinstance(v, (int, float)) else 256
             raise ValueError(f"{name} {v!r} is not a positive multiple of {MULTIPLE} (the model halves it "
                              f"five times): export at {fix} and pad or resize frames to it")

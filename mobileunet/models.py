@@ -10,6 +10,7 @@ from typing import Callable
 from torch import nn
 
 from .layers import UPSAMPLE_MODES, DoubleConv, Down, Up, UpNoSkip
+from .validate import whole_number
 
 BUILDERS: dict[str, tuple[str, Callable[..., nn.Module]]] = {}
 """The one registry of model builders: ``name: (task, builder)``. The command line, the effect
@@ -58,10 +59,9 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base: int = 64,
                  depth: int = 4, upsample: str = "transpose", skips: bool = True):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("base", base), ("depth", depth)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}={value!r}: must be a positive int")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("base", base)):
+            whole_number(name, value)
+        whole_number("depth", depth, 1, 8, fix="each level halves the image, and 8 levels already need 256x256")
         if base % 2:
             raise ValueError(f"base={base} is odd: the up-convolution halves channels, use an even base")
         if upsample not in UPSAMPLE_MODES:
@@ -162,8 +162,7 @@ class MobileUNet(nn.Module):
                  decoder_channels: tuple[int, ...] = (64, 32, 24, 16, 8), in_channels: int = 3,
                  out_channels: int = 1, expand: int = 4, pretrained: bool = False):
         super().__init__()
-        if not isinstance(out_channels, int) or isinstance(out_channels, bool) or out_channels < 1:
-            raise ValueError(f"out_channels={out_channels!r}: must be a positive int")
+        whole_number("out_channels", out_channels)
         if isinstance(decoder_channels, (str, bytes)) or not hasattr(decoder_channels, "__len__"):
             raise TypeError(f"decoder_channels={decoder_channels!r}: give a tuple of ints, "
                             f"one per decoder stage, e.g. (64, 24, 16, 16, 8)")
@@ -405,8 +404,7 @@ class GuidedEffectStudent(EffectStudent):
                  exact_quantise: bool = False):
         super().__init__(encoder, width_mult, decoder_channels, in_channels, out_channels, expand, pretrained,
                          residual, full_res_skip)
-        if not isinstance(radius, int) or isinstance(radius, bool) or not 1 <= radius <= 8:
-            raise ValueError(f"radius={radius!r}: the guided filter's window radius, a whole number 1-8")
+        whole_number("radius", radius, 1, 8, fix="the guided filter's window radius")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise ValueError(f"eps={eps!r}: the guided filter's ridge, a number in (0, 1), e.g. 1e-4")
         if not isinstance(exact_lines, bool):

@@ -29,6 +29,7 @@ from .checkpoint import atomic_save, atomic_write_text, file_lock, sha256
 from .effects import cartoon, CartoonParams, EFFECT_VERSION
 from .env import data_dir
 from .pets import PetSegmentation, pets_available
+from .validate import whole_number
 
 TRAIN_PHOTOS = ("astronaut", "rocket", "motorcycle", "immunohistochemistry", "hubble_deep_field", "retina",
                 "grace_hopper", "china", "flower")
@@ -247,12 +248,10 @@ class PairSpec:
                              "dead_leaves add training images")
         for name in ("extra_pets", "dead_leaves"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10_000:
-                raise ValueError(f"PairSpec.{name}={value!r}: give a whole number of images, 0 to 10000")
+            whole_number(f"PairSpec.{name}", value, 0, 10_000, fix="a number of images")
         for name, low in (("n", 1), ("size", 16), ("seed", 0)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value < 2**32:
-                raise ValueError(f"PairSpec.{name}={value!r}: must be a whole number from {low} to {2**32 - 1}")
+            whole_number(f"PairSpec.{name}", value, low, 2**32 - 1)
         for name, top in (("occlusion", 1.0), ("jitter", 1.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= top:

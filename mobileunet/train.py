@@ -21,6 +21,7 @@ from .checkpoint import load_into
 from .env import get_device
 from .losses import bce_loss
 from .metrics import dice, instance_f1, iou
+from .validate import whole_number
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -83,8 +84,7 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name}={value!r}: must be a positive int")
+            whole_number(f"TrainConfig.{name}", value)
         try:
             self.device = get_device(self.device).type
         except (RuntimeError, ValueError) as err:
