@@ -33,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .mediapipe import TfliteRunner, verify
 from .realtime import Region, _check_frame, centre_box, grow_box
 
 INPUT_SIZE = 128
@@ -229,8 +230,6 @@ class BlazeFaceDetector:
 
     def __init__(self, path: str | Path | None = None, margin: float = 0.25, fallback: float = 0.6,
                  score_threshold: float = 0.5, iou_threshold: float = 0.3, threads: int = 1):
-        from .mediapipe import TfliteRunner, verify
-
         name = "face_detection_short_range"
         path = verify(name) if path is None else Path(path)
         if margin < 0:

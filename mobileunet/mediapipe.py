@@ -38,6 +38,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .env import data_dir
+
 MEDIAPIPE_VERSION = "0.10.14"
 """The MediaPipe release whose wheel the models are taken from (May 2024)."""
 INSTALL = 'pip install -e ".[mediapipe]"'
@@ -79,8 +81,6 @@ def _model(name: str) -> MediaPipeModel:
 
 def models_dir() -> Path:
     """Where the fetched models live: ``data/models/`` (or ``$MOBILEUNET_DATA/models``)."""
-    from .env import data_dir
-
     return data_dir() / "models"
 
 
