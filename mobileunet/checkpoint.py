@@ -7,6 +7,8 @@ model comes back without pickled code.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -56,7 +58,11 @@ class file_lock:
         self.path = Path(path)
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot make the folder {self.path.parent} for {self.path.name} "
+                             f"({err.strerror})") from None
         if self.path.exists() and not self.path.is_file():
             raise ValueError(f"{self.path} should be a lock file but is a folder or a device: remove it")
         self._file = open(self.path, "a+b")
@@ -92,11 +98,16 @@ class file_lock:
 
 
 def _atomic(path: str | Path, mode: str, write) -> Path:
-    import os
-    import tempfile
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is a folder or a device: cannot write a file there; remove it or choose "
+                         f"another path")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{path} is read-only: make it writable, or write elsewhere")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot make the folder {path.parent} for {path.name} ({err.strerror})") from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:

@@ -429,6 +429,10 @@ def distill(student: nn.Module, teacher: nn.Module, train_set: Dataset, val_set:
     if not isinstance(cfg, DistillConfig):
         raise TypeError(f"cfg must be a DistillConfig, got {type(cfg).__name__}: "
                         f"DistillConfig(steps=..., soft_weight=...) takes TrainConfig's fields too")
+    bad = [name for name, t in teacher.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"the teacher's weights {bad[:3]} hold NaN or infinity: its soft targets would be "
+                         f"meaningless; train or load the teacher again")
     device = torch.device(cfg.device)
     teacher = teacher.to(device).eval()
     train_set, n_extra = _with_teacher_data(teacher, train_set, unlabelled, cfg)

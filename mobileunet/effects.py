@@ -138,6 +138,8 @@ def cielab_lightness(image: torch.Tensor) -> torch.Tensor:
 
 
 _XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
+_RGB_FROM_XYZ = tuple(map(tuple, np.linalg.inv(np.array(_XYZ_FROM_RGB)).tolist()))
+"""Its inverse, as scikit-image computes it (a constant: exporters have no matrix inverse to run)."""
 _D65_WHITE = (0.95047, 1.0, 1.08883)
 
 
@@ -171,7 +173,7 @@ def quantise_lightness(image: torch.Tensor, params: CartoonParams | None = None,
     f = f + shift
     f = torch.cat([f[:, :2], f[:, 2:].clamp_min(0)], 1)             # lab2rgb clips a negative Z at zero
     xyz = torch.where(f > 0.2068966, f * f * f, (f - 16 / 116) / 7.787) * white
-    linear = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(m), xyz)
+    linear = torch.einsum("ij,bjhw->bihw", image.new_tensor(_RGB_FROM_XYZ), xyz)
     rgb = torch.where(linear > 0.0031308, 1.055 * torch.exp(torch.log(linear.clamp_min(1e-12)) / 2.4) - 0.055,
                       12.92 * linear)
     return rgb.clamp(0, 1)

@@ -360,3 +360,8 @@ def test_train_resumes_an_interrupted_run_to_the_same_weights(tmp_path, monkeypa
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
     assert read_manifest(out)["training"]["resumed"] and not read_manifest(tmp_path / "whole.pt")["training"]["resumed"]
     assert main([*argv[:-2], "--save-every", "0", "--threads", "1", "--out", str(out), "--resume"]) == 2
+
+
+def test_an_out_name_too_long_for_the_file_system_is_refused_before_work(tmp_path, capsys):
+    assert main(["train", "--steps", "1", "--out", str(tmp_path / ("M" * 252 + ".pt"))]) == 2
+    assert "too long" in capsys.readouterr().err

@@ -463,3 +463,27 @@ def test_a_cache_entry_changed_behind_its_manifest_is_made_again(tmp_path, capsy
     for bad in ({"seed": -1}, {"jitter": float("nan")}, {"size": 1}):
         with pytest.raises(ValueError, match="PairSpec"):
             PairSpec("val", **bad)
+
+
+def test_a_cache_path_that_is_a_folder_is_a_clear_error(tmp_path):
+    spec = PairSpec("val", n=2, size=24, seed=1)
+    teacher_pairs(spec, CHEAP, cache_dir=tmp_path, progress=False)
+    pt = next(tmp_path.glob("*.pt"))
+    pt.unlink()
+    pt.mkdir()
+    with pytest.raises(ValueError, match="is a folder or a device"):
+        teacher_pairs(spec, CHEAP, cache_dir=tmp_path, progress=False)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="cannot make the folder"):
+        teacher_pairs(spec, CHEAP, cache_dir=tmp_path / "afile", progress=False)
+
+
+def test_the_guided_student_with_both_exact_steps_exports_to_onnx(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from mobileunet.export import check_parity, export, load_runner, photo_frames
+    from mobileunet.models import guided_effect_student
+
+    torch.manual_seed(0)
+    model = guided_effect_student(exact_quantise=True).eval()
+    result = export(model, tmp_path / "e.onnx", "onnx", False, 64, False, None)
+    assert check_parity(model, load_runner(result.path), photo_frames(2, 64), False)["ok"]

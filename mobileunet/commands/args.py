@@ -125,6 +125,15 @@ def check_output(out: Path, inputs: list[Path] = (), force: bool = False) -> Non
     its folder must be creatable and writable.
     """
     out = Path(out)
+    if len(out.name) > 200:
+        raise ValueError(f"--out {out}: a file name of {len(out.name)} characters is too long: keep it under 200")
+    try:
+        _check_output(out, inputs, force)
+    except OSError as err:
+        raise ValueError(f"--out {out}: {err.strerror or err}") from None
+
+
+def _check_output(out: Path, inputs, force: bool) -> None:
     target = out.resolve()
     for path in inputs:
         if path is not None and Path(path).resolve() in (target, manifest_path(target).resolve()):
@@ -143,8 +152,6 @@ def check_output(out: Path, inputs: list[Path] = (), force: bool = False) -> Non
     if side.exists() and not force:
         raise ValueError(f"--out {out}: {side} exists and would be replaced by the manifest: choose another "
                          f"name, or add --force to replace it")
-    if len(out.name) > 200:
-        raise ValueError(f"--out {out}: a file name of {len(out.name)} characters is too long: keep it under 200")
     folder = out.parent
     while not folder.exists():
         folder = folder.parent

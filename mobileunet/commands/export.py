@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
+from ..effects import cartoon
 from ..export import FORMATS, cells_frames, check_parity, export, frame_size, load_runner, photo_frames
 from ..manifest import read_manifest, validation_split, verify_checkpoint
 from ..tables import format_table
@@ -49,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             images, masks = photo_frames(min(n, 8), size), None
             calibration = photo_frames(args.n_calib, size, split="train")
+        targets = cartoon(images) if effect else None          # the teacher's frames: PSNR as lesson 06 scores it
         result = export(model, args.out, args.format, args.int8, size, args.dynamic, calibration)
-        parity = check_parity(model, load_runner(result.path), images, args.int8, masks=masks)
+        parity = check_parity(model, load_runner(result.path), images, args.int8, masks=masks, targets=targets)
     except ImportError as err:
         print(f"python -m mobileunet: error: export: {err}")
         return 2
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if result.outside_delegate is not None:
         left = ", ".join(f"{k} x{v}" for k, v in result.outside_delegate.items()) or "none"
         print(f"operators outside the XNNPACK delegate: {left}")
-    what = "effect, PSNR of the export against eager" if effect else (
+    what = "effect, PSNR against the teacher's frames" if effect else (
         f"{len(images)} validation frames" + (f" tiled from {n} images of {image_size}x{image_size}"
                                               if size != image_size else ""))
     print(f"parity against eager PyTorch on {what}:")
