@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .checkpoint import sha256
 from .env import data_dir
 
 MEDIAPIPE_VERSION = "0.10.14"
@@ -90,11 +91,8 @@ def model_path(name: str) -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The file's sha256, as the pins record it (``checkpoint.sha256``)."""
+    return sha256(path)
 
 
 def verify(name: str, path: str | Path | None = None) -> Path:

@@ -12,7 +12,7 @@ module builds the same loop for a laptop CPU, offline:
   a centre box when it finds no face), ``blazeface.BlazeFaceDetector``
   (MediaPipe's neural detector, once fetched), or the whole frame;
 * ``Pipeline`` runs capture -> detect -> pre-process -> model -> composite and
-  times every stage of every frame; ``summary_table`` and ``plot_time_budget``
+  times every stage of every frame; ``stage_table`` and ``plot_time_budget``
   say where the time goes against the budget;
 * ``flicker`` measures temporal stability; ``animation_gif`` makes a small
   side-by-side clip to show inline.
@@ -650,7 +650,7 @@ def run_pipelines(pipelines: dict[str, Pipeline], source: Iterable[np.ndarray], 
     return runs
 
 
-def summary_table(runs: dict[str, PipelineRun]) -> Table:
+def stage_table(runs: dict[str, PipelineRun]) -> Table:
     """One row per run (``PipelineRun.summary``): mean ms per stage and per frame, p95, fps, budget share."""
     return Table([run.summary(name) for name, run in runs.items()])
 

@@ -7,7 +7,7 @@ from torch import nn
 from mobileunet.realtime import (BUDGET_MS, STAGES, FaceDetector, MaskOverlay, MovingCells, Pipeline,
                                  Region, VirtualCamera, Webcam, animation_gif, centre_box, composite,
                                  feather_mask, flicker, plot_time_budget, run_pipelines, stability_table,
-                                 summary_table)
+                                 stage_table)
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +155,7 @@ def test_pipeline_records_every_stage_of_every_frame(cam):
     assert min(run.timings.column("total_ms")) <= summary["p95 ms"] <= max(run.timings.column("total_ms"))
     late = run.tail()["miss rate"]
     assert summary["30 fps"] == ("yes" if late <= 0.01 else f"no ({late:.0%} late)")
-    assert "identity" in str(summary_table({"identity": run}))
+    assert "identity" in str(stage_table({"identity": run}))
 
 
 def test_identity_model_returns_the_input_frames(cam):
