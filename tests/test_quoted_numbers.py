@@ -1,0 +1,155 @@
+"""The numbers README.md quotes agree with the output that produced them.
+
+Each row of ``QUOTED`` names one number twice: where it comes from (a notebook
+cell's stored output, found by a substring unique to the cell's source, or a
+section of a results file under ``benchmarks/results/``) and where README.md
+quotes it. Each
+is found by a regular expression whose first group is the number; both must
+match exactly once, so a row never silently reads the wrong figure. The README
+may round: it agrees when the source, rounded half-up to the README's decimals,
+gives the README's number.
+
+A new quoted number is one more row. For a notebook:
+``Q("05_knowledge_distillation.ipynb", "<unique text of the cell's source>", r"<regex in its output>",
+r"<regex in README.md>")``; for a results file, the file's path under the
+repository root instead of the notebook, and the heading of the section (or
+``None``) instead of the cell.
+"""
+from __future__ import annotations
+
+import json
+import re
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+NUM = r"(-?[\d,]*\.?\d+)"
+"""A number as the notebooks print it (``0.967``, ``1,942,289``, ``22.1``)."""
+
+
+class Q(NamedTuple):
+    source: str            # a notebook in notebooks/, or a file path relative to the repository root
+    cell: str | None       # a substring unique to the cell's source; for a results file, the heading of
+                           # its section that holds the number (None: the whole file)
+    in_source: str         # regex whose first group is the number in the cell's output (or the file)
+    in_readme: str         # regex whose first group is the number in README.md
+    unit: int = 1          # the README quotes the number in these units (10**6: "7.8 M params")
+
+
+L02, L04 = "02_training_a_unet.ipynb", "04_mobile_unet.ipynb"
+LOSS_TABLE = 'print_table([{"loss": name, "val IoU": s["iou"]'
+ABLATION = "no_skip_hist = train(no_skip"
+TEACHER = "teacher_hist = train(teacher"
+COST = "flops256 = {name: count_flops(m, x256)"
+RESULTS = 'results = [{"model": name, "val IoU": s["iou"]'
+CHOICE = 'd, t = "V3-Small w1.0 (default)", "UNet teacher (base 32)"'
+MODELS_MD = "benchmarks/results/models.md"
+AT_256, VS = "## 256x256", "## The default student, 256x256, ONNX Runtime"
+
+
+def row(label: str, column: int) -> str:
+    """A markdown table row starting with ``label``: the number in its ``column``-th cell after the label."""
+    return r"\|\s*" + re.escape(label) + r"\s*\|" + r"[^|\n]*\|" * (column - 1) + r"\s*" + NUM + r"\s*\|"
+
+
+QUOTED = [
+    # lesson 02: the loss comparison, the ablation and the teacher (README "Lesson 02" table)
+    *(Q(L02, LOSS_TABLE, row(loss, col), row(f"UNet base 16 (300) | {loss}", col))
+      for loss in ("BCE", "Dice", "border-weighted BCE") for col in (1, 2, 3)),
+    Q(L02, ABLATION, row("without skips", 2), row("UNet base 16, no skips (300) | border-weighted BCE", 1)),
+    Q(L02, ABLATION, row("without skips", 3), row("UNet base 16, no skips (300) | border-weighted BCE", 3)),
+    Q(L02, ABLATION, r"removing the skips costs " + NUM + " IoU points",
+      r"Removing the skips\s+costs " + NUM + r" IoU"),
+    Q(L02, TEACHER, r"val IoU " + NUM, row("teacher UNet base 32, 7.8 M params (500) | border-weighted BCE", 1)),
+    Q(L02, TEACHER, r"Dice " + NUM, row("teacher UNet base 32, 7.8 M params (500) | border-weighted BCE", 2)),
+    Q(L02, TEACHER, r"instance F1 " + NUM, row("teacher UNet base 32, 7.8 M params (500) | border-weighted BCE", 3)),
+    Q(L02, TEACHER, r"teacher: " + NUM + r" parameters", r"teacher UNet base 32, " + NUM + r" M params", 10**6),
+    # lesson 04: the line-up after the same budget (README "Lesson 04" table: IoU, F1, GFLOPs, ORT ms)
+    *(Q(L04, RESULTS, row(nb_name, col), row(readme_name, col))
+      for nb_name, readme_name in (
+          ("UNet teacher (base 32)", "UNet teacher (base 32)"),
+          ("V3-Small w1.0 (default)", "MobileUNet V3-Small w1.0 (**default student**, 0.96 M params)"),
+          ("V3-Small w0.75", "MobileUNet V3-Small w0.75"),
+          ("V3-Small, stride-2 out", "V3-Small, output at stride 2"),
+          ("V2 w0.5", "MobileUNet V2 w0.5"),
+          ("V3-Large w1.0", "MobileUNet V3-Large w1.0"),
+          ("LRASPP-MobileNetV3-L", "torchvision LRASPP-MobileNetV3-L"))
+      for col in (1, 2, 3, 4)),
+    Q(L04, COST, row("V3-Small w1.0 (default)", 1).replace(NUM, r"([\d,]+)"),
+      r"\*\*default student\*\*, " + NUM + r" M params", 10**6),
+    # lesson 04: the default student's summary (README sentences under the table)
+    Q(L04, CHOICE, NUM + r"x fewer FLOPs than the teacher", r"The default student has " + NUM + r"x fewer FLOPs"),
+    Q(L04, CHOICE, NUM + r"x faster than the teacher in ONNX Runtime", r"runs " + NUM + r"x faster\s+in ONNX Runtime"),
+    Q(L04, CHOICE, r"instance F1 " + NUM + r" vs", r"instance F1 " + NUM + r" against [\d.]+ without it"),
+    Q(L04, CHOICE, r"instance F1 [\d.]+ vs " + NUM, r"instance F1 [\d.]+ against " + NUM + r" without it"),
+    # the model benchmark (README "Model benchmark"): its own results file, RGB input
+    Q(MODELS_MD, AT_256, row("default student (V3-Small w1.0)", 2), r"\(0\.96 M params, " + NUM + r" GFLOPs, RGB"),
+    Q(MODELS_MD, VS, r"\| UNet teacher \(base 32\) \| 1\s*\| [\d.]+\s*\| " + NUM,
+      r"has " + NUM + r"x fewer FLOPs than the UNet\s+teacher"),
+    Q(MODELS_MD, VS, r"\| UNet teacher \(base 32\) \| 1\s*\| [\d.]+\s*\| [\d.]+\s*\| " + NUM,
+      r"teacher, runs " + NUM + r"x faster than it"),
+    Q(MODELS_MD, VS, r"\| smp Unet-MobileNetV2\s*\| 1\s*\| [\d.]+\s*\| [\d.]+\s*\| " + NUM,
+      r"runs " + NUM + r"x faster than\s+segmentation_models_pytorch"),
+    Q(MODELS_MD, AT_256, row("default student (V3-Small w1.0)", 4),
+      r"`Unet\(mobilenet_v2\)` \(" + NUM + r" ms against"),
+    Q(MODELS_MD, AT_256, row("smp Unet-MobileNetV2", 4), r"\(\d[\d.]* ms against " + NUM + r" ms\)"),
+]
+
+
+def cell_output(notebook: str, marker: str) -> str:
+    """The stored text output of the one code cell whose source contains ``marker``."""
+    cells = json.loads((ROOT / "notebooks" / notebook).read_text())["cells"]
+    hits = [c for c in cells if c["cell_type"] == "code" and marker in "".join(c["source"])]
+    assert len(hits) == 1, f"{notebook}: {len(hits)} code cells contain {marker!r}; make the marker unique"
+    text = []
+    for out in hits[0].get("outputs", []):
+        text.append("".join(out.get("text", "")))
+        text.append("".join(out.get("data", {}).get("text/plain", "")))
+    return "".join(text)
+
+
+def file_section(path: str, heading: str | None) -> str:
+    """The text of ``path`` from the line ``heading`` to the next heading of the same level."""
+    text = (ROOT / path).read_text()
+    if heading is None:
+        return text
+    level = heading.split(" ")[0]
+    parts = re.split(rf"(?m)^(?={re.escape(level)} )", text)
+    hits = [p for p in parts if p.startswith(heading + "\n")]
+    assert len(hits) == 1, f"{path}: {len(hits)} sections headed {heading!r}"
+    return hits[0]
+
+
+def source_text(q: Q) -> str:
+    if q.source.endswith(".ipynb"):
+        return cell_output(q.source, q.cell)
+    return file_section(q.source, q.cell)
+
+
+def only_match(pattern: str, text: str, where: str) -> str:
+    found = [m.group(1) for m in re.finditer(pattern, text, flags=re.MULTILINE)]
+    assert len(found) == 1, f"{where}: {len(found)} matches for {pattern!r} (need exactly one): {found}"
+    return found[0].replace(",", "")
+
+
+def agrees(source: str, quoted: str) -> bool:
+    """``quoted`` is ``source`` rounded half-up to ``quoted``'s decimals."""
+    decimals = len(quoted.split(".")[1]) if "." in quoted else 0
+    return Decimal(source).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP) == Decimal(quoted)
+
+
+def test_rounding_rule():
+    assert agrees("13.059", "13.1") and agrees("22.9", "23") and agrees("0.9175", "0.918")
+    assert agrees("7762465", "7762465") and not agrees("0.456", "0.45") and not agrees("12.6", "12")
+
+
+@pytest.mark.parametrize("q", QUOTED, ids=[f"{q.source}:{q.in_readme[:40]}" for q in QUOTED])
+def test_readme_quotes_the_source(q):
+    value = only_match(q.in_source, source_text(q), f"{q.source} ({q.cell or 'file'})")
+    quoted = only_match(q.in_readme, README.read_text(), "README.md")
+    value = str(Decimal(value) / q.unit)
+    assert agrees(value, quoted), f"README.md quotes {quoted} where {q.source} shows {value} ({q.in_readme!r})"
