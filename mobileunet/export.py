@@ -21,6 +21,7 @@ import importlib
 import io
 import math
 import operator
+import os
 import tempfile
 import time
 import warnings
@@ -427,15 +428,19 @@ def export(model: nn.Module, out: str | Path, fmt: str = "onnx", int8: bool = Fa
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report = pieces = None
-    if fmt == "onnx":
-        if int8:
-            calibration = calibration if calibration is not None else calibration_frames(model, size)
-            with tempfile.TemporaryDirectory() as tmp:
-                quantize_onnx(export_onnx(model, Path(tmp) / "fp32.onnx", size, dynamic), out, calibration)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as work:   # then one rename into place
+        new = Path(work) / out.name
+        if fmt == "onnx":
+            if int8:
+                calibration = calibration if calibration is not None else calibration_frames(model, size)
+                quantize_onnx(export_onnx(model, Path(work) / "fp32.onnx", size, dynamic), new, calibration)
+            else:
+                export_onnx(model, new, size, dynamic)
         else:
-            export_onnx(model, out, size, dynamic)
-    else:
-        _, report, pieces = export_pte(model, out, size, int8, calibration)
+            _, report, pieces = export_pte(model, new, size, int8, calibration)
+        for side in Path(work).glob(out.name + "?*"):     # side files (model.onnx.data) first, the model last
+            os.replace(side, out.parent / side.name)
+        os.replace(new, out)
     siblings = [p for p in out.parent.glob(out.name + "*") if p != out]   # e.g. model.onnx.data
     return Exported(out, fmt, int8, size, out.stat().st_size, time.perf_counter() - start,
                     not siblings, report, pieces)

@@ -365,3 +365,12 @@ def test_train_resumes_an_interrupted_run_to_the_same_weights(tmp_path, monkeypa
 def test_an_out_name_too_long_for_the_file_system_is_refused_before_work(tmp_path, capsys):
     assert main(["train", "--steps", "1", "--out", str(tmp_path / ("M" * 252 + ".pt"))]) == 2
     assert "too long" in capsys.readouterr().err
+
+
+def test_export_refuses_to_replace_a_file_or_its_checkpoint_unless_forced(teacher, tmp_path, capsys):
+    existing = tmp_path / "m.onnx"
+    existing.write_bytes(b"keep")
+    assert main(["export", str(teacher), "--format", "onnx", "--out", str(existing)]) == 2
+    assert "exists" in capsys.readouterr().err and existing.read_bytes() == b"keep"
+    assert main(["export", str(teacher), "--format", "onnx", "--out", str(teacher), "--force"]) == 2
+    assert "one of this run's inputs" in capsys.readouterr().err

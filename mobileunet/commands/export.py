@@ -14,7 +14,7 @@ from ..effects import cartoon
 from ..export import FORMATS, cells_frames, check_parity, export, frame_size, load_runner, photo_frames
 from ..manifest import read_manifest, validation_split, verify_checkpoint
 from ..tables import format_table
-from .args import positive_int
+from .args import check_output, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibration frames for int8 (default: %(default)s)")
     parser.add_argument("--no-verify", action="store_true",
                         help="export the file even if its sha256 differs from its manifest's")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args.out, [args.checkpoint], force=args.force)
     try:
         model, _ = load_checkpoint(args.checkpoint)
         manifest = read_manifest(args.checkpoint) if args.no_verify else verify_checkpoint(args.checkpoint)
