@@ -47,6 +47,9 @@ TEACHER = "teacher_hist = train(teacher"
 COST = "flops256 = {name: count_flops(m, x256)"
 RESULTS = 'results = [{"model": name, "val IoU": s["iou"]'
 CHOICE = 'd, t = "V3-Small w1.0 (default)", "UNet teacher (base 32)"'
+L06, L08 = "06_distilling_an_effect.ipynb", "08_real_time_pipeline.ipynb"
+SCORES, SPEED = "scores = evaluate_effect(shipped, val_pairs)", "speed = speed_comparison(shipped, frame"
+DEADLINES = 'print_table(deadline_table(runs).rows, floatfmt=".3g")'
 MODELS_MD = "benchmarks/results/models.md"
 AT_256, VS = "## 256x256", "## The default student, 256x256, ONNX Runtime"
 
@@ -86,6 +89,16 @@ QUOTED = [
     Q(L04, CHOICE, NUM + r"x faster than the teacher in ONNX Runtime", r"runs " + NUM + r"x faster\s+in ONNX Runtime"),
     Q(L04, CHOICE, r"instance F1 " + NUM + r" vs", r"instance F1 " + NUM + r" against [\d.]+ without it"),
     Q(L04, CHOICE, r"instance F1 [\d.]+ vs " + NUM, r"instance F1 [\d.]+ against " + NUM + r" without it"),
+    # lesson 06: the shipped effect student, scored and timed again in the lesson (README "Lesson 06")
+    Q(L06, SCORES, r"here:\s+PSNR " + NUM + r" dB", r"\*\*" + NUM + r" dB, SSIM [\d.]+, line F1"),
+    Q(L06, SCORES, r"here:\s+PSNR [\d.]+ dB, SSIM " + NUM, r"\*\*[\d.]+ dB, SSIM " + NUM + r", line F1"),
+    Q(L06, SCORES, r"here:\s+PSNR [\d.]+ dB, SSIM [\d.]+, line F1 " + NUM, r"SSIM [\d.]+, line F1 " + NUM + r"\*\*"),
+    Q(L06, SPEED, row("teacher (cartoon effect)", 2), r"cartoon\s+teacher " + NUM + r" ms"),
+    Q(L06, SPEED, r"\| student\s+\| onnxruntime\s+\| " + NUM, r"the student " + NUM + r" ms in ONNX\s+Runtime"),
+    Q(L06, SPEED, r"is " + NUM + r"x faster than the teacher", r"\*\*" + NUM + r"x faster\*\* \(targets"),
+    # lesson 08: the effect student's pipeline with BlazeFace (README "Lesson 08")
+    Q(L08, DEADLINES, row("student ONNX Runtime fp32", 2), r"take a median of " + NUM + r" ms a frame"),
+    Q(L08, DEADLINES, row("student ONNX Runtime fp32", 4), r"detector \(p99 " + NUM + r" ms, no frame over 33 ms\)"),
     # the model benchmark (README "Model benchmark"): its own results file, RGB input
     Q(MODELS_MD, AT_256, row("default student (V3-Small w1.0)", 2), r"\(0\.96 M params, " + NUM + r" GFLOPs, RGB"),
     Q(MODELS_MD, VS, r"\| UNet teacher \(base 32\) \| 1\s*\| [\d.]+\s*\| " + NUM,
