@@ -58,3 +58,16 @@ def test_format_table_aligns_columns():
     lines = text.splitlines()
     assert lines[0] == "| a       | b     |"
     assert "123,456" in lines[3] and len({len(line) for line in lines}) == 1
+
+
+def test_every_lesson_names_the_kernel_the_set_up_registers():
+    """One kernelspec for all lessons: "mobileunet", which course.sh, binder/postBuild and environment.yml's
+    note register; a learner picks it once."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    names = {nb.name: json.loads(nb.read_text())["metadata"].get("kernelspec", {}).get("name")
+             for nb in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
+    assert set(names.values()) == {"mobileunet"}, names
+    assert "--name mobileunet" in (root / "course.sh").read_text()
