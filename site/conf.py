@@ -18,7 +18,8 @@ from docutils.utils.math import latex2mathml
 REPO = Path(__file__).resolve().parents[1]
 LESSONS = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 DOCS = ["docs/INSTRUCTOR", "docs/export", "docs/effect_student", "data/README", "benchmarks/README",
-        "benchmarks/results/models", "benchmarks/results/effect_levers", "CHANGELOG"]
+        *sorted(f"benchmarks/results/{p.stem}" for p in (REPO / "benchmarks" / "results").glob("*.md")),
+        "CHANGELOG"]
 
 project = "mobileunet"
 author = "the mobileunet authors"
