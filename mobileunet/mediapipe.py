@@ -90,18 +90,13 @@ def model_path(name: str) -> Path:
     return models_dir() / Path(_model(name).member).name
 
 
-def file_sha256(path: str | Path) -> str:
-    """The file's sha256, as the pins record it (``checkpoint.sha256``)."""
-    return sha256(path)
-
-
 def verify(name: str, path: str | Path | None = None) -> Path:
     """``path`` (default ``model_path(name)``) if it holds exactly the pinned file, else an error saying what to do."""
     m = _model(name)
     path = Path(path) if path is not None else model_path(name)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: fetch the MediaPipe models with {FETCH}")
-    digest = file_sha256(path)
+    digest = sha256(path)
     if digest != m.sha256:
         raise ValueError(f"{path} has sha256 {digest[:12]}..., not the pinned {m.sha256[:12]}... of mediapipe "
                          f"{MEDIAPIPE_VERSION}'s {Path(m.member).name}: delete it and run {FETCH}")
@@ -195,7 +190,7 @@ def fetch(dest: str | Path | None = None, python: str | None = None, force: bool
     """
     dest = Path(dest) if dest is not None else models_dir()
     have = {n: dest / Path(m.member).name for n, m in MODELS.items()}
-    if not force and all(p.is_file() and file_sha256(p) == MODELS[n].sha256 for n, p in have.items()):
+    if not force and all(p.is_file() and sha256(p) == MODELS[n].sha256 for n, p in have.items()):
         log(f"[models] already present and verified in {dest}")
         return have
     with tempfile.TemporaryDirectory(prefix="mobileunet-mediapipe-") as tmp:

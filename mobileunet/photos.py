@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,15 +323,16 @@ def _cached_pairs(stem: Path, spec: PairSpec, digest: str, quiet: bool = False) 
         return None
     try:
         stored = json.loads(stem.with_suffix(".json").read_text())
-        blob = torch.load(stem.with_suffix(".pt"), weights_only=True)
+        raw = stem.with_suffix(".pt").read_bytes()               # read once: hashed, then loaded
+        blob = torch.load(io.BytesIO(raw), weights_only=True)
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         if not quiet:
             print(f"the cached pairs {stem.with_suffix('.pt')} cannot be read ({type(err).__name__}): "
                   f"making them again")
         return None
     want = (spec.n, 3, spec.size, spec.size)
-    if isinstance(stored, dict) and "tensors_sha256" in stored and sha256(stem.with_suffix(".pt")) != \
-            stored["tensors_sha256"]:
+    if isinstance(stored, dict) and "tensors_sha256" in stored and \
+            hashlib.sha256(raw).hexdigest() != stored["tensors_sha256"]:
         if not quiet:
             print(f"the cached pairs {stem.with_suffix('.pt')} are not the file their manifest describes "
                   f"(sha256): making them again")

@@ -28,26 +28,24 @@ MAX_COUNT = 10**9
 """The largest count any option takes (steps, images, repeats): more is a typo, not a plan."""
 
 
-def positive_int(text: str) -> int:
+def _whole_in(text: str, low: int, high: int, what: str = "") -> int:
     value = whole_number(text)
-    if not 1 <= value <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"{value} must be a whole number from 1 to {MAX_COUNT:,}")
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} must be a whole number{what} from {low} to {high:,}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _whole_in(text, 1, MAX_COUNT)
 
 
 def nonneg_int(text: str) -> int:
-    value = whole_number(text)
-    if not 0 <= value <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"{value} must be a whole number from 0 to {MAX_COUNT:,}")
-    return value
+    return _whole_in(text, 0, MAX_COUNT)
 
 
 def seed(text: str) -> int:
     """A seed torch and NumPy both accept: 0 to 2**32 - 1."""
-    value = whole_number(text)
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"{value} must be a whole number from 0 to {2**32 - 1}")
-    return value
+    return _whole_in(text, 0, 2**32 - 1)
 
 
 def finite_float(text: str) -> float:
@@ -90,10 +88,7 @@ def threads(text: str) -> int:
 
 
 def edge_shift(text: str) -> int:
-    value = whole_number(text)
-    if not 0 <= value <= MAX_EDGE_SHIFT:
-        raise argparse.ArgumentTypeError(f"{value} must be a whole number of pixels from 0 to {MAX_EDGE_SHIFT}")
-    return value
+    return _whole_in(text, 0, MAX_EDGE_SHIFT, " of pixels")
 
 
 def hint_pair(text: str) -> tuple[str, str]:
