@@ -1,4 +1,5 @@
-"""Notebook housekeeping: ``python -m mobileunet.nbtools strip-widgets | student-copies | nbgrader-metadata``.
+"""Notebook housekeeping: ``python -m mobileunet.nbtools strip-widgets | student-copies | nbgrader-metadata |
+hosted-cell``.
 
 Committed notebooks keep their outputs (what a learner sees on the web) but no
 saved widget state, which would bloat them and go stale.
@@ -17,6 +18,12 @@ autograded answer, its check cell an autograder test worth one point, and
 every other cell is left as nbgrader's plain cell. Grade ids come from the
 exercise number (``ex05_1_solution``, ``ex05_1_check``), so they stay the same
 when cells move. Only metadata changes: sources and stored outputs are kept.
+
+``hosted-cell`` puts two cells after each lesson's title: a line of Colab and
+Binder badges, and a set-up cell that on a hosted kernel (Colab) clones the
+course and installs it without touching the torch already there, and does
+nothing anywhere else. Re-run it after regenerating a notebook; ``--check``
+says which notebooks lack the cells or hold an old version of them.
 """
 from __future__ import annotations
 
@@ -287,6 +294,89 @@ def write_nbgrader_metadata(path: str | Path) -> int:
     return changed
 
 
+HOSTED_REPO = "OWNER/mobileunet"
+"""Where the course is published on GitHub: the hosted cell clones it and the badges open it there."""
+HOSTED_IDS = ("hosted-badges", "hosted-setup")
+"""The ids of the two cells ``hosted-cell`` writes (a badge line, then the set-up code): found by id, so re-run."""
+HOSTED_CODE = '''\
+# On Google Colab this cell fetches the course and installs it, keeping the torch and torchvision the
+# kernel already has (pip is told their versions may not change). Anywhere else it does nothing.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("mobileunet") is None:
+    from importlib.metadata import version
+
+    course, keep = "/content/mobileunet", "/content/keep-torch.txt"
+    if not os.path.isdir(course):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/{repo}", course], check=True)
+    with open(keep, "w") as pins:
+        pins.write(f"torch=={{version('torch')}}\\ntorchvision=={{version('torchvision')}}\\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep, "-e", course], check=True)
+    sys.path.insert(0, course)                   # this kernel started before the install: let it find the course
+'''
+
+
+def hosted_cells(lesson: str, repo: str = HOSTED_REPO) -> list[dict]:
+    """The badge line and the hosted set-up cell for notebook ``lesson`` (a file name), as notebook cells.
+
+    The code cell runs only where ``google.colab`` is imported and the course is
+    not: it clones ``repo`` and pip-installs it with torch and torchvision held
+    at the versions present. Its outputs stay empty.
+
+    Example:
+        >>> badges, setup = hosted_cells("00_setup_and_tour.ipynb")
+        >>> badges["cell_type"], setup["cell_type"], setup["outputs"]
+        ('markdown', 'code', [])
+    """
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        raise ValueError(f"repo {repo!r} is not a GitHub owner/name such as 'OWNER/mobileunet'")
+    url = f"{repo}/blob/main/notebooks/{lesson}"
+    badges = (f"[![open in Colab](../docs/badges/colab.svg)](https://colab.research.google.com/github/{url}) "
+              f"[![launch Binder](../docs/badges/binder.svg)](https://mybinder.org/v2/gh/{repo}/main?urlpath="
+              f"lab/tree/notebooks/{lesson})\n\n"
+              "*On Colab, run the next cell first: it installs the course. Anywhere else it does nothing.*")
+    lines = lambda text: text.splitlines(keepends=True)
+    return [{"cell_type": "markdown", "id": HOSTED_IDS[0], "metadata": {}, "source": lines(badges)},
+            {"cell_type": "code", "execution_count": None, "id": HOSTED_IDS[1], "metadata": {}, "outputs": [],
+             "source": lines(HOSTED_CODE.format(repo=repo).rstrip("\n"))}]
+
+
+def with_hosted_cells(nb: dict, lesson: str, repo: str = HOSTED_REPO) -> dict:
+    """Notebook ``nb`` with the hosted cells right after its title cell (or first), replacing any it had."""
+    cells = [c for c in nb["cells"] if c.get("id") not in HOSTED_IDS]
+    at = 1 if cells and cells[0].get("cell_type") == "markdown" and _source(cells[0]).startswith("# ") else 0
+    return {**nb, "cells": cells[:at] + hosted_cells(lesson, repo) + cells[at:]}
+
+
+def write_hosted_cells(path: str | Path, check: bool = False) -> bool:
+    """Give notebook ``path`` its hosted cells, in place (only when they differ); returns whether they differed.
+
+    With ``check`` nothing is written. The file is written as nbformat writes
+    it (sorted keys, indent 1, UTF-8, a final newline); other cells are kept.
+    """
+    path = Path(path)
+    nb = read_notebook(path)
+    want = with_hosted_cells(nb, path.name)
+    if want == nb:
+        return False
+    if not check:
+        atomic_write_text(json.dumps(want, indent=1, sort_keys=True, ensure_ascii=False) + "\n", path)
+    return True
+
+
+def _hosted_command(notebooks: list[Path], check: bool) -> int:
+    stale = [p for p in notebooks if write_hosted_cells(p, check=check)]
+    if check:
+        print("\n".join(f"{p}: hosted cells missing or old (fix: python -m mobileunet.nbtools hosted-cell {p})"
+                        for p in stale) or f"hosted cells in order in {len(notebooks)} notebook(s)")
+        return 1 if stale else 0
+    print(f"hosted cells written to {len(stale)} of {len(notebooks)} notebook(s)")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m mobileunet.nbtools", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -303,6 +393,11 @@ def main(argv: list[str]) -> int:
                          help="notebooks to update (default: notebooks/[0-9]*.ipynb)")
     grading.add_argument("--check", action="store_true",
                          help="change nothing; exit 1 naming each cell whose metadata is missing or wrong")
+    hosted = sub.add_parser("hosted-cell", help="the Colab/Binder badges and hosted set-up cell (in place)")
+    hosted.add_argument("notebooks", nargs="*", type=Path,
+                        help="notebooks to update (default: notebooks/[0-9]*.ipynb)")
+    hosted.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 naming each notebook whose hosted cells are missing or old")
     args = parser.parse_args(argv)
     if args.command == "strip-widgets":
         try:
@@ -320,6 +415,8 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "student-copies":
             student_copies(notebooks, args.out, force=args.force)
+        elif args.command == "hosted-cell":
+            return _hosted_command(notebooks, args.check)
         elif args.check:
             problems = [line for p in notebooks for line in nbgrader_problems(p)]
             print("\n".join(problems) if problems else f"nbgrader metadata in order in {len(notebooks)} notebook(s)")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mobileunet.nbtools import BEGIN, END, main, nbgrader_metadata, nbgrader_problems, write_nbgrader_metadata
+from mobileunet.nbtools import (BEGIN, END, HOSTED_IDS, main, nbgrader_metadata, nbgrader_problems,
+                               write_nbgrader_metadata)
 
 REPO = Path(__file__).resolve().parents[1]
 LESSONS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -143,10 +144,11 @@ def _nbgrader(course: Path, *args: str) -> None:
 
 
 def _exercise_notebook(lesson: Path) -> dict:
-    """The lesson's setup cell and its exercises (task, solution, check), outputs cleared: a small assignment."""
+    """The lesson's setup cell (the first code cell after the hosted one) and its exercises (task, solution,
+    check), outputs cleared: a small assignment."""
     nb = json.loads(lesson.read_text(encoding="utf-8"))
     cells, keep = nb["cells"], []
-    first_code = next(i for i, c in enumerate(cells) if c["cell_type"] == "code")
+    first_code = next(i for i, c in enumerate(cells) if c["cell_type"] == "code" and c.get("id") not in HOSTED_IDS)
     for i in sorted(nbgrader_metadata(cells)):
         if cells[i]["metadata"]["nbgrader"]["solution"]:
             keep += [i - 1, i] if cells[i - 1]["cell_type"] == "markdown" else [i]
