@@ -2,7 +2,8 @@
 # The course's two set-up commands, and a few for maintainers.
 #
 #   bash course.sh lab            create .venv if needed, open JupyterLab on notebooks/
-#   bash course.sh test           create .venv if needed, run every test (package + nbval, FAST)
+#   bash course.sh test           create .venv if needed, run every test (package + nbval, FAST, and the
+#                                 nbgrader round: installs the `grading` extra into .venv if missing)
 #   bash course.sh test-one NB    nbval on one notebook, FAST mode
 #   bash course.sh outputs [NB..] re-run notebooks in full mode and store their outputs
 #   bash course.sh browser        lessons 01 and 04 in JupyterLab, and the built website, in headless
@@ -11,7 +12,7 @@
 #                                 (default build/student)
 #   bash course.sh site           the course as a website in build/site/, from the committed outputs
 #                                 (installs the `site` extra into .venv if missing; executes nothing)
-#   bash course.sh grading-test   the lessons through nbgrader: release them, grade two submissions
+#   bash course.sh grading-test   the lessons through nbgrader: release them, grade every exercise twice
 #                                 (installs the `grading` extra into .venv if missing)
 #   bash course.sh models         MediaPipe's selfie segmentation and BlazeFace into data/models/ (optional:
 #                                 pip downloads the mediapipe wheel, about 36 MB, keeps two sha256-checked files)
@@ -66,6 +67,9 @@ case "$cmd" in
         ;;
     test)
         ensure_env
+        # tests/test_grading.py grades every exercise through nbgrader: the `grading` extra, which
+        # a learner's `lab` install leaves out (its JupyterLab menus), is the test command's.
+        "$PY" -c "import nbgrader" 2>/dev/null || "$PY" -m pip install -q -e ".[grading]"
         # The linter first (a second), then one pytest run: package tests, then nbval over
         # every notebook in FAST mode. --dist loadfile keeps each notebook's cells on one worker.
         "$PY" -m ruff check .
@@ -128,6 +132,6 @@ case "$cmd" in
         exec "$PY" -m mobileunet.commands.mediapipe fetch "$@"
         ;;
     *)
-        sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
         ;;
 esac

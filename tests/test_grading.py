@@ -1,10 +1,15 @@
 """The lessons as nbgrader source notebooks: their metadata (``nbtools nbgrader-metadata``) and a grading round.
 
 The metadata tests need only the package. The round trip needs nbgrader (the
-``grading`` extra; ``bash course.sh grading-test`` installs it and runs this
-file): it releases the lessons in a scratch course folder, then grades two
-submissions of lesson 03's exercises, one with the solutions and one with a
-wrong answer, and reads the points from nbgrader's gradebook.
+``grading`` extra, which ``bash course.sh test`` and ``bash course.sh
+grading-test`` install) and is skipped without it. It is a class's whole round
+in a scratch folder: ``generate_assignment`` on the seven lessons with
+exercises, then an assignment of every exercise of lessons 01-07 (each lesson's
+setup cell and exercises) that is generated, released into an exchange,
+fetched and submitted by two students, one with the solutions and one with a
+common mistake in every exercise, collected and autograded in FAST mode; the
+points come from nbgrader's gradebook and each mistake's message from the
+graded notebooks.
 """
 import itertools
 import json
@@ -16,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mobileunet.nbtools import (BEGIN, END, HOSTED_IDS, main, nbgrader_metadata, nbgrader_problems,
+from mobileunet.nbtools import (BEGIN, EXERCISE, HOSTED_IDS, main, nbgrader_metadata, nbgrader_problems,
                                write_nbgrader_metadata)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,17 +134,61 @@ def test_command_names_a_missing_notebook(tmp_path, capsys):
 
 # --- a grading round with nbgrader ------------------------------------------------------------
 
-WRONG_03_1 = "    return 2 * c_in * c_out * k * k * h * w            # a standard conv at full size\n"
+WRONG = {   # exercise: (a piece of its solution, a mistake learners make there instead, what the check then says)
+    "01.1": ("mid = (in_ch + skip_ch) // 2", "mid = out_ch", "middle width should be (in_ch + skip_ch) // 2"),
+    "01.2": ("field += (kernel - 1) * span", "field += kernel - 1", "you left the strides out"),
+    "02.1": ("return (1 - dice_per_image).mean()", "return dice_per_image.mean()",
+             "That is the Dice score; the loss is 1 - Dice"),
+    "02.2": ("w0 * np.exp(", "2 * w0 * np.exp(", "The distance term is off by a factor 2"),
+    "03.1": ("return 2 * (depthwise + pointwise)", "return depthwise + pointwise", "a multiply-add is 2 FLOPs"),
+    "03.2": ("nn.BatchNorm2d(c_out)]", "nn.BatchNorm2d(c_out), nn.ReLU6()]", "the bottleneck must stay linear"),
+    "04.1": ("halves_next = i + 1 == len(strides) or strides[i + 1] > 1", "halves_next = strides[i] > 1",
+             "Tap the *last* block at each stride"),
+    "04.2": ("size=skip.shape[-2:]", "scale_factor=2", "Sizes of tensors must match"),
+    "05.1": ("return T**2 * (cross - entropy).mean()", "return (cross - entropy).mean()",
+             "Off by a factor 1/T^2 = 1/16"),
+    "05.2": ('mode="area"', 'mode="bilinear", align_corners=False', "mode='area'"),
+    "06.1": ("torch.logit(x.clamp(1e-3, 1 - 1e-3))", "torch.logit(x)", "Clamp x to [1e-3, 1 - 1e-3]"),
+    "06.2": ("10 * torch.log10", "20 * torch.log10", "you have 20 log10(1 / MSE)"),
+    "07.1": ("- eager)", "- x)", "compare with model(x)"),
+    "07.2": (".clamp(-127, 127) * scale", ".clamp(-127, 127)", "not the integers q"),
+}
+GRADED = [p for p in WITH_EXERCISES if "01" <= p.name[:2] <= "07"]
 
 
-def _nbgrader(course: Path, *args: str) -> None:
-    """Run the nbgrader command in ``course``, with this venv's scripts first on PATH (nbgrader calls alembic)."""
+def _solutions(cells: list[dict]) -> dict[str, str]:
+    """``{exercise: source}`` of the notebook's solution cells, found by their nbgrader metadata."""
+    found = {}
+    for cell in cells:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            source = "".join(cell["source"])
+            found[EXERCISE.search(source)[1]] = source
+    return found
+
+
+def _wrong(ex: str, source: str) -> str:
+    right, wrong, _ = WRONG[ex]
+    assert source.count(right) == 1, (f"exercise {ex}: its solution has {source.count(right)} copies of {right!r}; "
+                                      f"give WRONG[{ex!r}] a piece that appears once")
+    return source.replace(right, wrong)
+
+
+def test_every_exercise_of_lessons_01_to_07_has_a_wrong_answer():
+    solutions = {ex: src for lesson in GRADED for ex, src in _solutions(_cells(lesson)).items()}
+    assert [p.name[:2] for p in GRADED] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert sorted(solutions) == sorted(WRONG), "every exercise of lessons 01-07 needs a wrong answer in WRONG"
+    for ex, source in solutions.items():
+        assert _wrong(ex, source) != source
+
+
+def _nbgrader(cwd: Path, *args: str, timeout: int = 300) -> None:
+    """Run the nbgrader command in ``cwd``, with this venv's scripts first on PATH (nbgrader calls alembic)."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "MOBILEUNET_FAST": "1",
-           "OMP_NUM_THREADS": "1", "JUPYTER_CONFIG_DIR": str(course / ".jupyter"),
-           "JUPYTER_RUNTIME_DIR": str(course / ".runtime")}
-    done = subprocess.run([str(bin_dir / "nbgrader"), *args], cwd=course, env=env, capture_output=True, text=True,
-                          timeout=300)
+           "OMP_NUM_THREADS": "1", "JUPYTER_CONFIG_DIR": str(cwd / ".jupyter"),
+           "JUPYTER_RUNTIME_DIR": str(cwd / ".runtime")}
+    done = subprocess.run([str(bin_dir / "nbgrader"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
     assert done.returncode == 0 and "ERROR" not in done.stderr, f"nbgrader {' '.join(args)}:\n{done.stderr[-4000:]}"
 
 
@@ -161,54 +210,79 @@ def _exercise_notebook(lesson: Path) -> dict:
     return nb
 
 
-def _replace_solution(source: list[str], body: str) -> list[str]:
-    """The cell's lines with its (only) solution region replaced by ``body``."""
-    text = "".join(source)
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    start, end = text.rindex("\n", 0, start) + 1, text.index("\n", end) + 1 if "\n" in text[end:] else len(text)
-    return (text[:start] + body + text[end:]).splitlines(keepends=True)
+def _course(root: Path) -> Path:
+    """A scratch nbgrader course folder with its exchange; students' folders read the same config."""
+    config = (f"c = get_config()\nc.CourseDirectory.course_id = 'mobileunet'\nc.Exchange.root = "
+              f"{str(root / 'exchange')!r}\nc.Execute.timeout = 300\n")
+    (root / "exchange").mkdir(parents=True)
+    for folder in ("course", "right", "wrong"):
+        (root / folder).mkdir()
+        (root / folder / "nbgrader_config.py").write_text(config)
+    return root / "course"
+
+
+def _answer(folder: Path, student: str) -> None:
+    """Fill in the fetched copies in ``folder``: every solution cell gets the solution, or its wrong version."""
+    for path in sorted(folder.glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        solutions = _solutions(_cells(REPO / "notebooks" / path.name))
+        for cell in nb["cells"]:
+            if cell["metadata"].get("nbgrader", {}).get("solution"):
+                ex = re.match(r"ex(\d\d)_(\d+)_solution", cell["metadata"]["nbgrader"]["grade_id"])
+                ex = f"{ex[1]}.{ex[2]}"
+                source = solutions[ex] if student == "right" else _wrong(ex, solutions[ex])
+                cell["source"] = source.splitlines(keepends=True)
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def _check_outputs(path: Path) -> dict[str, str]:
+    """``{grade id: output text}`` of the check cells in an autograded notebook."""
+    found = {}
+    for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        grade_id = cell["metadata"].get("nbgrader", {}).get("grade_id", "")
+        if grade_id.endswith("_check"):
+            found[grade_id] = "".join("".join(o.get("text", "")) + "".join(o.get("evalue", ""))
+                                      + "".join(o.get("traceback", [])) for o in cell["outputs"])
+    return found
 
 
 @pytest.mark.slow
-def test_nbgrader_releases_the_lessons_and_grades_a_submission(tmp_path):
-    pytest.importorskip("nbgrader", reason="nbgrader is in the `grading` extra: `bash course.sh grading-test` "
-                                           "installs it and runs this test")
-    course = tmp_path / "course"
+def test_nbgrader_releases_the_lessons_and_grades_every_exercise(tmp_path):
+    pytest.importorskip("nbgrader", reason="nbgrader is in the `grading` extra: `bash course.sh test` and "
+                                           "`bash course.sh grading-test` install it")
+    from nbgrader.api import Gradebook
+
+    course = _course(tmp_path)
     (course / "source" / "lessons").mkdir(parents=True)
-    (course / "nbgrader_config.py").write_text(
-        "c = get_config()\nc.CourseDirectory.course_id = 'mobileunet'\nc.Execute.timeout = 300\n")
-    ready = [p for p in WITH_EXERCISES if not nbgrader_problems(p)]      # the others fail the test above
-    for lesson in ready:
+    (course / "source" / "exercises").mkdir()
+    for lesson in GRADED:
         (course / "source" / "lessons" / lesson.name).write_bytes(lesson.read_bytes())
+        (course / "source" / "exercises" / lesson.name).write_text(
+            json.dumps(_exercise_notebook(lesson), indent=1, ensure_ascii=False), encoding="utf-8")
     _nbgrader(course, "generate_assignment", "lessons", "--force")
-    for lesson in ready:
+    for lesson in GRADED:
         released = (course / "release" / "lessons" / lesson.name).read_text(encoding="utf-8")
         assert BEGIN not in released and released.count("raise NotImplementedError()") >= 2, lesson.name
         assert '"output_type"' not in released, f"{lesson.name}: the released copy keeps outputs"
 
-    lesson = REPO / "notebooks" / "03_mobilenet_blocks.ipynb"
-    nb = _exercise_notebook(lesson)
-    (course / "source" / "ex03").mkdir()
-    (course / "source" / "ex03" / "exercises.ipynb").write_text(json.dumps(nb, indent=1, ensure_ascii=False))
-    _nbgrader(course, "generate_assignment", "ex03", "--force")
-    for student, wrong in (("right", False), ("wrong", True)):
-        submission = json.loads(json.dumps(nb))
-        if wrong:
-            cell = next(c for c in submission["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id")
-                        == "ex03_1_solution")
-            cell["source"] = _replace_solution(cell["source"], WRONG_03_1)
-        folder = course / "submitted" / student / "ex03"
-        folder.mkdir(parents=True)
-        (folder / "exercises.ipynb").write_text(json.dumps(submission, indent=1, ensure_ascii=False))
-    _nbgrader(course, "autograde", "ex03", "--force")
+    _nbgrader(course, "generate_assignment", "exercises", "--force")
+    _nbgrader(course, "release_assignment", "exercises", "--force")
+    for student in ("right", "wrong"):
+        _nbgrader(tmp_path / student, "fetch_assignment", "exercises")
+        _answer(tmp_path / student / "exercises", student)
+        _nbgrader(tmp_path / student, "submit", "exercises", f"--student={student}")
+    _nbgrader(course, "collect", "exercises")
+    _nbgrader(course, "autograde", "exercises", "--force", timeout=1200)
 
-    from nbgrader.api import Gradebook
-
+    checks = {f"ex{ex.replace('.', '_')}_check": ex for ex in WRONG}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        points = {student: {g.name: g.score for g in
-                            gradebook.find_submission_notebook("exercises", "ex03", student).grades}
-                  for student in ("right", "wrong")}
-    assert points["right"] == {"ex03_1_check": 1.0, "ex03_2_check": 1.0}
-    assert points["wrong"] == {"ex03_1_check": 0.0, "ex03_2_check": 1.0}
-    graded = (course / "autograded" / "wrong" / "ex03" / "exercises.ipynb").read_text(encoding="utf-8")
-    assert "CheckFailed" in graded and "That is a standard conv" in graded    # the learner reads the mistake
+        assert gradebook.find_assignment("exercises").max_score == len(checks)       # a point per exercise
+        points = {student: {g.name: g.score for nb in gradebook.find_submission("exercises", student).notebooks
+                            for g in nb.grades} for student in ("right", "wrong")}
+    assert points["right"] == dict.fromkeys(checks, 1.0)
+    assert points["wrong"] == dict.fromkeys(checks, 0.0)
+    graded = {}
+    for lesson in GRADED:                                   # the learner reads what was wrong, exercise by exercise
+        graded.update(_check_outputs(course / "autograded" / "wrong" / "exercises" / lesson.name))
+    missing = {ex: WRONG[ex][2] for grade_id, ex in checks.items() if WRONG[ex][2] not in graded[grade_id]}
+    assert not missing, f"the graded notebooks do not say what was wrong: {missing}"
