@@ -351,17 +351,25 @@ def with_hosted_cells(nb: dict, lesson: str, repo: str = HOSTED_REPO) -> dict:
     return {**nb, "cells": cells[:at] + hosted_cells(lesson, repo) + cells[at:]}
 
 
+def _unrun(cell: dict) -> dict:
+    """``cell`` without what running it leaves besides outputs: its execution count and timestamps."""
+    meta = {k: v for k, v in cell.get("metadata", {}).items() if k != "execution"}
+    return {**{k: v for k, v in cell.items() if k != "execution_count"}, "metadata": meta}
+
+
 def write_hosted_cells(path: str | Path, check: bool = False) -> bool:
     """Give notebook ``path`` its hosted cells, in place (only when they differ); returns whether they differed.
 
-    With ``check`` nothing is written. The file is written as nbformat writes
-    it (sorted keys, indent 1, UTF-8, a final newline); other cells are kept.
+    With ``check`` nothing is written. A run's execution count and timestamps
+    on the cells are no difference (``course.sh outputs`` leaves them), their
+    outputs are. The file is written as nbformat writes it (sorted keys,
+    indent 1, UTF-8, a final newline); other cells are kept.
     """
     path = Path(path)
     nb = read_notebook(path)
     want = with_hosted_cells(nb, path.name)
-    if want == nb:
-        return False
+    if [_unrun(c) for c in want["cells"]] == [_unrun(c) for c in nb["cells"]] and want["metadata"] == nb["metadata"]:
+        return False                                   # a run's count and timestamps are no change
     if not check:
         atomic_write_text(json.dumps(want, indent=1, sort_keys=True, ensure_ascii=False) + "\n", path)
     return True

@@ -32,9 +32,9 @@ def test_every_lesson_opens_with_its_badges_and_hosted_cell(path):
     cells = _cells(path)
     assert [c.get("id") for c in cells[1:3]] == list(HOSTED_IDS), (
         f"fix: .venv/bin/python -m mobileunet.nbtools hosted-cell notebooks/{path.name}")
-    assert cells[1:3] == hosted_cells(path.name), f"old hosted cells: re-run nbtools hosted-cell {path.name}"
+    assert not write_hosted_cells(path, check=True), f"old hosted cells: re-run nbtools hosted-cell {path.name}"
     assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
-    assert cells[2]["outputs"] == [] and cells[2]["execution_count"] is None
+    assert cells[2]["outputs"] == [], "the hosted cell keeps no outputs"
     assert f"notebooks/{path.name}" in "".join(cells[1]["source"])
 
 
@@ -130,6 +130,13 @@ def test_command_is_idempotent_and_replaces_old_cells(tmp_path, capsys):
     assert _cells(path) == [title, *hosted_cells("09_x.ipynb"), body]
     assert main(["hosted-cell", "--check", str(path)]) == 0
     assert not write_hosted_cells(path) and path.read_text(encoding="utf-8") == text
+    ran = json.loads(text)
+    ran["cells"][2].update(execution_count=1, metadata={"execution": {"shell.execute_reply": "2026-12-01"}})
+    path.write_text(json.dumps(ran), encoding="utf-8")
+    assert not write_hosted_cells(path, check=True)              # a full-mode run's count and timestamps are fine
+    ran["cells"][2]["outputs"] = [{"name": "stdout", "output_type": "stream", "text": ["x\n"]}]
+    path.write_text(json.dumps(ran), encoding="utf-8")
+    assert write_hosted_cells(path) and _cells(path)[2]["outputs"] == []
 
 
 def test_notebook_without_a_title_gets_the_cells_first():
