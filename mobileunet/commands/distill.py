@@ -1,8 +1,11 @@
-"""``python -m mobileunet distill``: train a student with a teacher's help on the cells (lesson 05)."""
+"""``python -m mobileunet distill``: train a student with a teacher's help on the cells (lesson 05), or on
+your own images and masks (``--data DIR``)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from torch import nn
 
 from ..checkpoint import load_checkpoint, sha256
 from ..data import CellsDataset
@@ -12,7 +15,7 @@ from ..manifest import manifest_path, read_manifest, verify_checkpoint, write_ma
 from ..metrics import gap_closed
 from .args import check_output, fraction, hint_pair, nonneg_float, nonneg_int, positive_float, shipped
 from .runs import end_run, is_main, start_run
-from .train import BUILDERS, add_run_args, budget, build_model, cells_data, finish_cells_run, resume_options
+from .train import BUILDERS, add_run_args, budget, build_model, finish_cells_run, resume_options, run_data
 
 SOFT_LOSSES = {"kl": soft_target_kl, "weighted_kl": weighted_soft_target_kl, "logit_mse": logit_mse}
 HINT_LOSSES = {"mse": hint_mse, "cosine": hint_cosine}
@@ -57,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     if args.hint and hint_weight == 0:
         raise ValueError("--hint-weight 0 would ignore the --hint pairs: drop them or give a weight > 0")
     teacher_path = args.teacher or shipped("unet_teacher_cells.pt")
+    if args.data is not None and (args.unlabelled or args.scratch is not None):
+        flag = "--unlabelled" if args.unlabelled else "--scratch"
+        raise ValueError(f"{flag} works on the generated cells (their pool, their validation split), not with "
+                         f"--data {args.data}: drop {flag}")
     if not args.resume:
         check_output(args.out, [teacher_path, args.scratch], force=args.force)
     start_run(args)
@@ -66,22 +73,32 @@ def run(args: argparse.Namespace) -> int:
                         soft_loss=SOFT_LOSSES[args.soft_loss], hints=tuple(args.hint), hint_weight=hint_weight,
                         hint_loss=HINT_LOSSES[args.hint_loss], teacher_on_whole_images=args.teacher_whole_images)
     resuming = resume_options(args)
-    data = cells_data(args)
+    data = run_data(args)
     if not args.no_verify:
         verify_checkpoint(teacher_path)
     teacher, _ = load_checkpoint(teacher_path)
+    _check_teacher_channels(args, teacher, teacher_path, data["channels"])
     unlabelled = None
     if args.unlabelled:
         unlabelled = CellsDataset("unlabelled", args.unlabelled, args.size, args.data_seed)
         data["spec"]["unlabelled"] = {"split": "unlabelled", "n": args.unlabelled, "size": args.size,
                                       "seed": args.data_seed, "labels": "the teacher's"}
-    student = build_model(args.student, args.seed)
+    student = build_model(args.student, args.seed, data["channels"])
     hist = distill(student, teacher, data["train"], data["val"], cfg, unlabelled=unlabelled, **resuming)
     if is_main():
         _finish(args, student, hist, data, teacher_path, scratch)
         args.out.with_suffix(".state.pt").unlink(missing_ok=True)   # complete: nothing left to resume
     end_run()
     return 0
+
+
+def _check_teacher_channels(args, teacher, teacher_path: Path, channels: int) -> None:
+    first = next((m for m in teacher.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first.in_channels != channels:
+        source = f"--data {args.data}" if args.data is not None else "the cells"
+        raise ValueError(f"the teacher {teacher_path} takes {first.in_channels}-channel images, but {source} "
+                         f"has {channels}-channel ones: train a teacher on the same data first (python -m "
+                         f"mobileunet train --data DIR --out teacher.pt) and pass --teacher teacher.pt")
 
 
 def _finish(args, student, hist: dict, data: dict, teacher_path: Path, scratch: dict | None) -> None:

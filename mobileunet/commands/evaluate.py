@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     model, _ = load_checkpoint(args.checkpoint)
     manifest = read_manifest(args.checkpoint) if args.no_verify else verify_checkpoint(args.checkpoint)
+    dataset = str((manifest or {}).get("data", {}).get("dataset", "cells"))
+    if not dataset.startswith("cells"):
+        raise ValueError(f"{args.checkpoint} was trained on {dataset}, and evaluate scores on the generated "
+                         f"cells: its manifest's metrics are its score on that data's validation split")
     val = (manifest or {}).get("data", {}).get("val", {})
     n, size, data_seed = validation_split(manifest, args.n_val, args.size, args.data_seed)
     scores = evaluate(model, CellsDataset("val", n, size, data_seed))

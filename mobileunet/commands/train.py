@@ -1,18 +1,21 @@
-"""``python -m mobileunet train``: train a model from scratch on the generated cells (lesson 02's recipe).
+"""``python -m mobileunet train``: train a model from scratch on the generated cells (lesson 02's recipe),
+or on your own images and masks (``--data DIR``, the layout of ``mobileunet.image_folder``).
 
-Also home of the cells options that ``distill`` shares (data, label noise,
-budget, output) and of the segmentation half of ``finish_run``.
+Also home of the options that ``distill`` shares (data, label noise, budget,
+output) and of the segmentation half of ``finish_run``.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+from pathlib import Path
 
 import torch
 
 from .. import losses
 from ..data import NoisyLabels, cells_splits
 from ..env import get_device, set_seed
+from ..image_folder import LAYOUT, folder_splits
 from ..models import builders
 from ..train import TrainConfig, evaluate, train
 from .args import (add_output_args, add_precision_args, add_threads_arg, check_output, edge_shift, fraction,
@@ -26,12 +29,12 @@ BUILDERS = tuple(builders("segmentation"))
 """Model builders the command line can name (``--model``, ``--student``): ``models.builders("segmentation")``."""
 
 
-def build_model(name: str, seed: int):
-    """``mobileunet.models.<name>(in_channels=1, out_channels=1)``, its weights drawn after ``set_seed(seed)``."""
+def build_model(name: str, seed: int, in_channels: int = 1):
+    """``mobileunet.models.<name>(in_channels, out_channels=1)``, its weights drawn after ``set_seed(seed)``."""
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}: use one of {BUILDERS}")
     set_seed(seed)
-    return builders("segmentation")[name](in_channels=1, out_channels=1)
+    return builders("segmentation")[name](in_channels=in_channels, out_channels=1)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """The cells options ``train`` and ``distill`` share: data, label noise, budget, output."""
     g = p.add_argument_group("data (the generated cells; defaults are lesson 02's full mode)")
+    g.add_argument("--data", type=Path, metavar="DIR", default=None,
+                   help=f"train on your own images instead of the cells: {LAYOUT} (every fifth image "
+                        f"validates), or an Oxford-IIIT Pet folder; --size resizes them, and --n-train, "
+                        f"--n-val, --data-seed are the cells' only")
     g.add_argument("--n-train", type=positive_int, metavar="N", default=240,
                    help="training images (default: %(default)s)")
     g.add_argument("--n-val", type=positive_int, metavar="N", default=60,
@@ -93,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     start_run(args)
     cfg = TrainConfig(**budget(args, desc=f"train {args.model}"))
     resuming = resume_options(args)
-    data = cells_data(args)
-    model = build_model(args.model, args.seed)
+    data = run_data(args)
+    model = build_model(args.model, args.seed, data["channels"])
     hist = train(model, data["train"], data["val"], cfg, **resuming)
     if is_main():
         finish_cells_run(args, model, hist, data, {"builder": args.model})
@@ -110,11 +117,28 @@ def resume_options(args: argparse.Namespace) -> dict:
             "save_state": state_saver(args, state_path) if args.save_every else None}
 
 
-def cells_data(args: argparse.Namespace) -> dict:
-    """The training and validation cells ``args`` name (memory checked first), and their manifest record."""
+def run_data(args: argparse.Namespace) -> dict:
+    """The training and validation data ``args`` name (``--data DIR`` or the cells), their manifest record
+    (``spec``) and the images' ``channels``."""
     if args.crop and args.crop > args.size:
         raise ValueError(f"--crop {args.crop} is larger than --size {args.size}: use --crop <= "
                          f"{args.size}, or --crop 0 for whole images")
+    if args.data is None:
+        return {**cells_data(args), "channels": 1}
+    noise = [flag for flag, value in (("--label-miss", args.label_miss), ("--label-dilate", args.label_dilate),
+                                      ("--label-erode", args.label_erode)) if value]
+    if noise:
+        raise ValueError(f"{noise[0]} corrupts the generated cells' labels, and --data {args.data} trains on "
+                         f"your masks: drop {noise[0]}")
+    train_set, val_set, spec = folder_splits(args.data, args.size)
+    if len(train_set) < args.batch_size:
+        raise ValueError(f"--data {args.data} has {len(train_set)} training images, fewer than --batch-size "
+                         f"{args.batch_size}: lower --batch-size or add images")
+    return {"train": train_set, "val": val_set, "spec": spec, "channels": spec["channels"]}
+
+
+def cells_data(args: argparse.Namespace) -> dict:
+    """The training and validation cells ``args`` name (memory checked first), and their manifest record."""
     gigabytes = (args.n_train + args.n_val) * args.size**2 * 16 / 1e9     # image, mask, weight, ids as 4 bytes each
     if gigabytes > 4:
         raise ValueError(f"--n-train {args.n_train} + --n-val {args.n_val} images of --size {args.size} would hold "
