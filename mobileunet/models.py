@@ -468,3 +468,8 @@ def guided_effect_student(residual: bool = True, exact_lines: bool = True, exact
     """
     return GuidedEffectStudent("mobilenet_v3_small", 1.0, tuple(decoder_channels), 3, 3, residual=residual,
                                full_res_skip=True, exact_lines=exact_lines, exact_quantise=exact_quantise)
+
+
+# --- MediaPipe's selfie segmenter, rebuilt (lesson 04, section 8) -------------------------------
+
+from .selfie import selfie_segmenter, selfie_student  # noqa: E402,F401  (builders that join the registry)
