@@ -1,0 +1,213 @@
+"""MediaPipe's selfie segmenter, read, rebuilt, and trained on the cells beside the course's students.
+
+    python benchmarks/selfie_students.py                    # ~6 min on 2 busy cores: 3 models x 3 seeds, 3 passes
+    python benchmarks/selfie_students.py --steps 30 --seeds 0 --rounds 10 --passes 1    # a quick look
+
+Four parts, written to ``benchmarks/results/selfie_students.{json,md}`` (lesson 04's last section prints them):
+
+* **anatomy**: the ``.tflite`` graph (``tflite_graph.read_tflite``): operators, FLOPs and activations
+  by map size;
+* **parity**: the PyTorch rebuild with Google's weights (``selfie.mediapipe_selfie``) against LiteRT
+  on bundled photos, max abs difference of the probabilities;
+* **cells**: ``default_student``, ``selfie_segmenter`` (MediaPipe's architecture, trained from scratch)
+  and ``selfie_student`` trained with lesson 04's budget (300 steps, batch 8, 64x64 crops of 240
+  128x128 images, border-weighted BCE, lr 3e-3; one CPU thread), each with ``--seeds``; validation IoU and
+  instance F1 on 60 images;
+* **latency**: the three (RGB, random weights: a forward pass costs the same) in ONNX Runtime and the
+  selfie ``.tflite`` in LiteRT, 1 thread, 256x256, every runner once per round (``profile.measure_latency``),
+  ``--passes`` times.
+
+Needs the model (``bash course.sh models``), LiteRT and the tflite parser (the ``mediapipe`` extra);
+without them it says so and exits with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobileunet import mediapipe as mp
+from mobileunet import models
+from mobileunet.bench import machine_info
+from mobileunet.data import cells_splits
+from mobileunet.env import set_seed
+from mobileunet.losses import weighted_bce_loss
+from mobileunet.profile import count_flops, count_params, measure_latency
+from mobileunet.selfie import mediapipe_selfie
+from mobileunet.tables import format_table
+from mobileunet.tflite_graph import by_resolution, op_counts, read_tflite
+from mobileunet.train import TrainConfig, evaluate, train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZE = 256
+STUDENTS = ("default_student", "selfie_segmenter", "selfie_student")
+LITERT = "MediaPipe selfie segmentation (.tflite)"
+LATENCY_COLUMNS = ["pass", "model", "runtime", "median_ms", "iqr_ms", "min_ms", "runs"]
+PHOTOS = ("astronaut", "grace_hopper", "chelsea", "coffee", "rocket")
+
+
+def photo_input(name: str) -> np.ndarray:
+    """A bundled photo resized (stretched) to 256x256: (1, 256, 256, 3) RGB float32 in [0, 1]."""
+    from skimage.transform import resize
+
+    from mobileunet.photos import load_photo
+
+    return resize(load_photo(name), (SIZE, SIZE), anti_aliasing=True).astype(np.float32)[None]
+
+
+def parity(path: Path) -> list[dict]:
+    model, run = mediapipe_selfie(path), mp.TfliteRunner(path, threads=1)
+    rows = []
+    for name in PHOTOS:
+        x = photo_input(name)
+        want = run(x)[0, ..., 0]
+        with torch.no_grad():
+            got = torch.sigmoid(model(torch.from_numpy(x).permute(0, 3, 1, 2)))[0, 0].numpy()
+        rows.append({"photo": name, "max abs diff": float(np.abs(got - want).max()),
+                     "person share (LiteRT)": float((want > 0.5).mean()),
+                     "person share (rebuild)": float((got > 0.5).mean())})
+    return rows
+
+
+def train_cells(steps: int, seeds: list[int]) -> list[dict]:
+    train_set, val_set = cells_splits(240, 60, size=128)
+    rows = []
+    for name in STUDENTS:
+        for seed in seeds:
+            set_seed(seed)
+            model = models.builders("segmentation")[name](in_channels=1, out_channels=1)
+            cfg = TrainConfig(steps=steps, batch_size=8, crop=64, loss=weighted_bce_loss, eval_every=steps,
+                              seed=seed, device="cpu", desc=f"{name} seed {seed}")
+            hist = train(model, train_set, val_set, cfg)
+            scores = evaluate(model, val_set)
+            rows.append({"model": name, "seed": seed, "val IoU": scores["iou"],
+                         "instance F1": scores["instance_f1"], "train s": round(hist["seconds"], 1)})
+    return rows
+
+
+def mean_rows(rows: list[dict]) -> list[dict]:
+    out = []
+    for name in STUDENTS:
+        mine = [r for r in rows if r["model"] == name]
+        out.append({"model": name, "seeds": len(mine), "mean val IoU": float(np.mean([r["val IoU"] for r in mine])),
+                    "lowest IoU": min(r["val IoU"] for r in mine), "highest IoU": max(r["val IoU"] for r in mine),
+                    "mean instance F1": float(np.mean([r["instance F1"] for r in mine]))})
+    return out
+
+
+def latency(path: Path, rounds: int, passes: int) -> tuple[list[dict], dict]:
+    torch.manual_seed(0)
+    nets = {name: models.builders("segmentation")[name](in_channels=3, out_channels=1).eval() for name in STUDENTS}
+    x = torch.zeros(1, 3, SIZE, SIZE)
+    facts = {name: {"params": count_params(m), "gflops": count_flops(m, x) / 1e9} for name, m in nets.items()}
+    rgb = np.random.default_rng(0).random((1, SIZE, SIZE, 3), dtype=np.float32)
+    extra = {(LITERT, "litert"): mp.timed(path, rgb)}
+    rows = []
+    for p in range(1, passes + 1):
+        print(f"[selfie_students] latency pass {p}/{passes}", flush=True)
+        t = measure_latency(nets, (1, 3, SIZE, SIZE), threads=(1,), runtimes=("onnxruntime",), warmup=5,
+                            repeats=rounds, max_seconds=120, extra=extra)
+        rows += [{"pass": p, **r} for r in t.rows]
+    return rows, facts
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Each ORT model's median over LiteRT's, per pass, then their range across passes."""
+    ms = {(r["pass"], r["model"]): r["median_ms"] for r in rows}
+    out = []
+    for name in STUDENTS:
+        xs = [ms[p, name] / ms[p, LITERT] for p in sorted({r["pass"] for r in rows})]
+        out.append({"ratio": f"{name} (ORT) / {LITERT} (LiteRT)", "median x": float(np.median(xs)),
+                    "lowest x": min(xs), "highest x": max(xs), "passes": len(xs)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=300, help="training steps per model (lesson 04: 300)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per model (default 0 1 2)")
+    parser.add_argument("--rounds", type=int, default=60, help="timed rounds per pass")
+    parser.add_argument("--passes", type=int, default=3, help="times the latency table is measured")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.rounds < 3 or args.passes < 1:
+        parser.error("need --steps >= 1, --rounds >= 3 and --passes >= 1")
+    missing = [] if mp.available("selfie_segmentation") else [f"selfie_segmentation.tflite ({mp.FETCH})"]
+    for module in ("ai_edge_litert", "tflite"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(f"{module} ({mp.INSTALL})")
+    if missing:
+        print(f"cannot run: missing {', '.join(missing)}", file=sys.stderr)
+        return 1
+    torch.set_num_threads(1)
+    command = "python benchmarks/selfie_students.py" + "".join(
+        f" --{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()
+        if v != parser.get_default(k))
+    start, machine = time.perf_counter(), machine_info()
+    machine["litert"] = __import__("ai_edge_litert").__version__
+    path = mp.verify("selfie_segmentation")
+    graph = read_tflite(path)
+    anatomy = {"description": graph.description, "compute ops": len(graph.compute_ops), "gflops": graph.flops() / 1e9,
+               "params": graph.param_count(), "op_counts": op_counts(graph), "by_resolution": by_resolution(graph)}
+    same = parity(path)
+    cells = train_cells(args.steps, args.seeds)
+    timing, facts = latency(path, args.rounds, args.passes)
+    machine["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
+    out = {"command": command, "seconds": round(time.perf_counter() - start), "machine": machine,
+           "budget": f"{args.steps} steps, batch 8, 64x64 crops of 240 128x128 cells images, border-weighted BCE, "
+                     f"lr 3e-3, 1 thread; 60 validation images", "anatomy": anatomy, "parity": same,
+           "cells": cells, "cells_mean": mean_rows(cells), "facts": facts, "latency": timing,
+           "ratios": ratios(timing)}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "selfie_students.json").write_text(json.dumps(out, indent=1) + "\n")
+    md = markdown(out)
+    (RESULTS / "selfie_students.md").write_text(md)
+    print(md)
+    return 0
+
+
+def summary(out: dict) -> list[dict]:
+    """One row per model: params, GFLOPs, median ms over the passes, mean IoU and instance F1."""
+    by = {r["model"]: r for r in out["cells_mean"]}
+    rows = []
+    for name in [*STUDENTS, LITERT]:
+        ms = [r["median_ms"] for r in out["latency"] if r["model"] == name]
+        cells = by.get(name, {})
+        facts = out["facts"].get(name, {"params": out["anatomy"]["params"], "gflops": out["anatomy"]["gflops"]})
+        rows.append({"model": name, "runtime": "litert" if name == LITERT else "onnxruntime",
+                     "params": facts["params"], "GFLOPs": facts["gflops"], "median ms": float(np.median(ms)),
+                     "cells IoU": cells.get("mean val IoU", ""), "instance F1": cells.get("mean instance F1", "")})
+    return rows
+
+
+def markdown(out: dict) -> str:
+    m, a = out["machine"], out["anatomy"]
+    return (
+        f"# MediaPipe's selfie segmenter: anatomy, rebuild, and students on the cells\n\n"
+        f"Command: `{out['command']}` ({out['seconds']} s). {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
+        f"onnxruntime {m.get('onnxruntime', '-')}, LiteRT {m['litert']}; load average {m.get('load_avg_start')} "
+        f"-> {m.get('load_avg_end')}; {m['date']}.\n\n"
+        f"## Summary (1 thread, 256x256; ms: median of the passes' medians; IoU: mean over seeds)\n\n"
+        f"{format_table(summary(out), floatfmt='.3g')}\n\n"
+        f"Cells budget: {out['budget']}. params and GFLOPs of the students for RGB input, of the .tflite "
+        f"from its graph (convolutions only, 2 FLOPs per multiply-add).\n\n"
+        f"## Ratios of medians across passes\n\n{format_table(out['ratios'], floatfmt='.2f')}\n\n"
+        f"## Anatomy: `{a['description']}`\n\n{a['compute ops']} compute ops, {a['gflops']:.3f} GFLOPs, "
+        f"{a['params']:,} parameters.\n\n{format_table(a['by_resolution'], floatfmt='.3g')}\n\n"
+        f"{format_table(a['op_counts'], floatfmt='.3g')}\n\n"
+        f"## Parity: rebuild (PyTorch) against LiteRT, person probability\n\n"
+        f"{format_table(out['parity'], floatfmt='.3g')}\n\n"
+        f"## Cells, every seed\n\n{format_table(out['cells'], floatfmt='.3f')}\n\n"
+        f"## Latency, every pass\n\n"
+        f"{format_table(out['latency'], LATENCY_COLUMNS, floatfmt='.3g')}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
