@@ -2,10 +2,10 @@
 
 Each row of ``QUOTED`` names one number twice: where it comes from (a notebook
 cell's stored output, found by a substring unique to the cell's source, or a
-section of a results file under ``benchmarks/results/``) and where README.md
-quotes it. Each
-is found by a regular expression whose first group is the number; both must
-match exactly once, so a row never silently reads the wrong figure. The README
+section of a file: a results file under ``benchmarks/results/``, a checkpoint's
+manifest under ``data/checkpoints/``) and where README.md quotes it. Each is
+found by a regular expression whose first group is the number; both must match
+exactly once, so a row never silently reads the wrong figure. The README
 may round: it agrees when the source, rounded half-up to the README's decimals,
 gives the README's number.
 
@@ -37,7 +37,8 @@ class Q(NamedTuple):
                            # its section that holds the number (None: the whole file)
     in_source: str         # regex whose first group is the number in the cell's output (or the file)
     in_readme: str         # regex whose first group is the number in README.md
-    unit: int = 1          # the README quotes the number in these units (10**6: "7.8 M params")
+    unit: int | Decimal = 1  # the README quotes the number in these units (10**6: "7.8 M params";
+                           # PER_CENT: a share printed as 0.110 and quoted as 11%; 60: seconds as minutes)
 
 
 L02, L04 = "02_training_a_unet.ipynb", "04_mobile_unet.ipynb"
@@ -51,12 +52,27 @@ L06, L08 = "06_distilling_an_effect.ipynb", "08_real_time_pipeline.ipynb"
 SCORES, SPEED = "scores = evaluate_effect(shipped, val_pairs)", "speed = speed_comparison(shipped, frame"
 DEADLINES = 'print_table(deadline_table(runs).rows, floatfmt=".3g")'
 MODELS_MD = "benchmarks/results/models.md"
+L05 = "05_knowledge_distillation.ipynb"
+MAP, RUNS = "main_map = [s for s in summary", "rows = run_jobs(jobs, shared, workers=WORKERS)"
+SWEEP, LONG = 'sweep = [s for s in summary if s["regime"] == "noisy labels"', 'columns=["recipe", "steps", "IoU"'
+UNIFORM, UNSURE = '"instance F1", "F1 change", "gap closed"]', "pixels where the teacher's probability is between"
+TEACHER_JSON, STUDENT_JSON = "data/checkpoints/unet_teacher_cells.json", "data/checkpoints/student_cells.json"
+PER_CENT = Decimal("0.01")
 AT_256, VS = "## 256x256", "## The default student, 256x256, ONNX Runtime"
 
 
-def row(label: str, column: int) -> str:
-    """A markdown table row starting with ``label``: the number in its ``column``-th cell after the label."""
-    return r"\|\s*" + re.escape(label) + r"\s*\|" + r"[^|\n]*\|" * (column - 1) + r"\s*" + NUM + r"\s*\|"
+def row(label: str, column: int, *more: str) -> str:
+    """A markdown table row starting with ``label`` (and the cells ``more``, in order): the number in its
+    ``column``-th cell after them."""
+    cells = "".join(r"\|\s*" + re.escape(c) + r"\s*" for c in (label, *more)) + r"\|"
+    return cells + r"[^|\n]*\|" * (column - 1) + r"\s*" + NUM + r"\s*\|"
+
+
+def readme_regime(label: str, column: int, part: int) -> str:
+    """README's lesson 05 table: in the row ``label``, column ``column`` (1: scratch, 2: distilled) holds
+    "IoU / instance F1"; ``part`` 0 is the IoU, 1 the instance F1."""
+    pair = [NUM + r" / [\d.]+", r"[\d.]+ / " + NUM][part]
+    return r"\|\s*" + re.escape(label) + r"\s*\|" + r"[^|\n]*\|" * (column - 1) + r"\s*" + pair + r"\s*\|"
 
 
 QUOTED = [
@@ -110,6 +126,43 @@ QUOTED = [
     Q(MODELS_MD, AT_256, row("default student (V3-Small w1.0)", 4),
       r"`Unet\(mobilenet_v2\)` \(" + NUM + r" ms against"),
     Q(MODELS_MD, AT_256, row("smp Unet-MobileNetV2", 4), r"\(\d[\d.]* ms against " + NUM + r" ms\)"),
+    # lesson 05: the map of regimes (README "Lesson 05" sentence, table and the sentences under it)
+    Q(L05, "STEPS, LONG_STEPS = ", r"; " + NUM + r" steps per student",
+      r"\(the default student, " + NUM + r" steps of"),
+    Q(L05, MAP, r"teacher: IoU " + NUM, r"the shipped teacher at IoU " + NUM + r" /"),
+    Q(L05, MAP, r"teacher: IoU [\d.]+, instance F1 " + NUM,
+      r"the shipped teacher at IoU [\d.]+ /\s+instance F1 " + NUM),
+    Q(L05, RUNS, r"^" + NUM + r" runs on \d+ worker", r";\s+" + NUM + r" runs on 2 worker processes"),
+    Q(L05, RUNS, r"runs on \d+ worker processes in " + NUM + r" s",
+      r"runs on 2 worker processes in " + NUM + r" min", 60),
+    *(Q(L05, MAP, row(regime, col, recipe), readme_regime(readme_label, readme_col, part))
+      for regime, readme_label in (("clean labels", "clean labels (240 images)"),
+                                   ("noisy labels", "noisy labels (30% of cells missed, outlines grown 0-2 px)"),
+                                   ("few labels", "few labels (2 labelled, 238 teacher-labelled)"))
+      for recipe, readme_col in (("scratch", 1), ("distilled", 2))
+      for col, part in ((1, 0), (4, 1))),
+    *(Q(L05, MAP, row(regime, col, "distilled"),
+        r"\|\s*" + re.escape(readme_label) + r"\s*\|[^|\n]*\|[^|\n]*\|\s*" + pattern, PER_CENT)
+      for regime, readme_label in (("clean labels", "clean labels (240 images)"),
+                                   ("noisy labels", "noisy labels (30% of cells missed, outlines grown 0-2 px)"),
+                                   ("few labels", "few labels (2 labelled, 238 teacher-labelled)"))
+      for col, pattern in ((5, r"(?:\*\*)?" + NUM + r"% \("), (6, r"(?:\*\*)?[\d.]+% \(" + NUM + r"-"),
+                           (7, r"(?:\*\*)?[\d.]+% \([\d.]+-" + NUM + r"%\)"))),
+    Q(L05, LONG, row("scratch", 1, "1500"), r"distilled both reach IoU " + NUM),
+    Q(L05, LONG, row("distilled", 1, "1500"), r"distilled both reach IoU " + NUM),
+    Q(L05, LONG, row("scratch", 4, "1500"), r"\(instance F1 " + NUM + r" and [\d.]+\)"),
+    Q(L05, LONG, row("distilled", 4, "1500"), r"\(instance F1 [\d.]+ and " + NUM + r"\)"),
+    Q(L05, UNIFORM, row("distilled, uniform", 1), r"raise pixel IoU to " + NUM),
+    Q(L05, UNIFORM, row("distilled, uniform", 4), r"drop instance F1 to\s+" + NUM),
+    Q(L05, SWEEP, row("distilled, T=1", 5), r"\(T = 1 to 8:\s+" + NUM + r"-", PER_CENT),
+    Q(L05, SWEEP, row("distilled", 5), r"\(T = 1 to 8:\s+[\d.]+-" + NUM + r"% of the gap\)", PER_CENT),
+    Q(L05, UNSURE, r"between 0.1 and 0.9: " + NUM + r"% at T = 1", r"Only " + NUM + r"% of the teacher's pixels"),
+    # the shipped checkpoints' manifests (README, end of "Lesson 05")
+    Q(TEACHER_JSON, None, r'"checkpoint": \{[^}]*"bytes": ' + NUM, r"teacher " + NUM + r" MB \(fp16\)", 10**6),
+    Q(L05, "manifest['metrics']['iou']", r"manifest: val IoU " + NUM, r"MB \(fp16\) at IoU " + NUM),
+    Q(STUDENT_JSON, None, r'"checkpoint": \{[^}]*"bytes": ' + NUM, r"distilled student " + NUM + r" MB", 10**6),
+    Q(STUDENT_JSON, None, r'"metrics": \{\s*"split": "val",\s*"iou": ' + NUM,
+      r"distilled student [\d.]+ MB at IoU " + NUM),
 ]
 
 
