@@ -58,6 +58,7 @@ SWEEP, LONG = 'sweep = [s for s in summary if s["regime"] == "noisy labels"', 'c
 UNIFORM, UNSURE = '"instance F1", "F1 change", "gap closed"]', "pixels where the teacher's probability is between"
 TEACHER_JSON, STUDENT_JSON = "data/checkpoints/unet_teacher_cells.json", "data/checkpoints/student_cells.json"
 PER_CENT = Decimal("0.01")
+SELFIE_SUMMARY = "## Summary (1 thread, 256x256; ms: median of the passes' medians; IoU: mean over seeds)"
 AT_256, VS = "## 256x256", "## The default student, 256x256, ONNX Runtime"
 
 
@@ -105,6 +106,16 @@ QUOTED = [
     Q(L04, CHOICE, NUM + r"x faster than the teacher in ONNX Runtime", r"runs " + NUM + r"x faster\s+in ONNX Runtime"),
     Q(L04, CHOICE, r"instance F1 " + NUM + r" vs", r"instance F1 " + NUM + r" against [\d.]+ without it"),
     Q(L04, CHOICE, r"instance F1 [\d.]+ vs " + NUM, r"instance F1 [\d.]+ against " + NUM + r" without it"),
+    # lesson 04's last section: the selfie segmenter's students on the cells (benchmarks/results/selfie_students.md)
+    *(Q("benchmarks/results/selfie_students.md", SELFIE_SUMMARY, row(model, col), readme)
+      for model, col, readme in (
+          ("selfie_segmenter", 5, r"the selfie architecture scores " + NUM + r" IoU"),
+          ("selfie_segmenter", 4, r"the selfie architecture scores [\d.]+ IoU at " + NUM + r" ms"),
+          ("default_student", 5, r"default student " + NUM + r" at [\d.]+ ms, and `selfie_student`"),
+          ("default_student", 4, r"default student [\d.]+ at " + NUM + r" ms, and `selfie_student`"),
+          ("selfie_student", 5, r"concatenating decoder\) " + NUM + r" at"),
+          ("selfie_student", 4, r"concatenating decoder\) [\d.]+ at " + NUM + r" ms"),
+          ("MediaPipe selfie segmentation (.tflite)", 4, r"MediaPipe's model in LiteRT\s+\(" + NUM + r" ms\)"))),
     # lesson 06: the shipped effect student, scored and timed again in the lesson (README "Lesson 06")
     Q(L06, SCORES, r"here:\s+PSNR " + NUM + r" dB", r"\*\*" + NUM + r" dB, SSIM [\d.]+, line F1"),
     Q(L06, SCORES, r"here:\s+PSNR [\d.]+ dB, SSIM " + NUM, r"\*\*[\d.]+ dB, SSIM " + NUM + r", line F1"),
