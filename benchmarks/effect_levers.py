@@ -8,7 +8,9 @@
 Every student trains on the cached teacher pairs (384 training / 48 held-out,
 160x160, seed 0) for the same steps, batch 8, lr 5e-3, L1 + 0.5 SSIM, seed 0,
 one CPU thread each, then is scored on the held-out pairs (PSNR, SSIM, line F1
-against the teacher) and on its own training pairs. All of them are then
+against the teacher) and on its own training pairs. A lever may change that recipe (the fifth item of its
+entry in ``LEVERS``): ``steps: 0`` scores a student untrained, ``hint`` teaches it the teacher's intermediate
+images (``EffectConfig.hint``; with ``l1 = ssim = 0``, those alone). All of them are then
 timed on one 256x256 frame in ONNX Runtime, 1 thread, in the same interleaved
 rounds (``profile.measure_latency``). Writes ``benchmarks/results/effect_levers.json``
 and ``.md``; lesson 06 prints the table from there.
@@ -34,6 +36,16 @@ LEVERS = [
     ("guided + exact lines + 8 dead-leaves images", "guided_effect_student", {"exact_lines": True}, 8),
     ("guided + exact lines + exact quantiser", "guided_effect_student", {"exact_lines": True, "exact_quantise": True},
      0),
+    # a fifth item changes the recipe: steps 0 scores the untrained student, hint > 0 adds the loss on the
+    # teacher's intermediate images (l1 = ssim = 0: on them alone)
+    ("both exact steps, self-guided filter start, untrained (the filter alone)", "guided_effect_student",
+     {"exact_lines": True, "exact_quantise": True, "smooth_base": True}, 0, {"steps": 0}),
+    ("both exact steps, taught by hints alone", "guided_effect_student",
+     {"exact_lines": True, "exact_quantise": True}, 0, {"l1": 0.0, "ssim": 0.0, "hint": 1.0}),
+    ("both exact steps + self-guided start, L1 + SSIM", "guided_effect_student",
+     {"exact_lines": True, "exact_quantise": True, "smooth_base": True}, 0),
+    ("both exact steps + self-guided start, hints alone", "guided_effect_student",
+     {"exact_lines": True, "exact_quantise": True, "smooth_base": True}, 0, {"l1": 0.0, "ssim": 0.0, "hint": 1.0}),
 ]
 
 
@@ -50,18 +62,20 @@ def run_lever(lever: tuple, steps: int) -> dict:
     from mobileunet.photos import PairSpec, teacher_pairs
 
     torch.set_num_threads(1)
-    name, builder, kwargs, dead_leaves = lever
+    name, builder, kwargs, dead_leaves, recipe = (*lever, {})[:5]
     train = teacher_pairs(PairSpec("train", 384, 160, 0, 0.5, dead_leaves=dead_leaves), progress=False)
     val = teacher_pairs(PairSpec("val", 48, 160, 0, 0.5), progress=False)
     set_seed(0)
     model = build(builder, kwargs)
-    cfg = EffectConfig(steps=steps, batch_size=8, lr=5e-3, crop=None, seed=0, l1=1.0, ssim=0.5,
-                       eval_every=steps, desc=name)
+    recipe = {"steps": steps, "l1": 1.0, "ssim": 0.5, **recipe}
     start = time.perf_counter()
-    distill_effect(model, train, cfg)
+    if recipe["steps"]:
+        cfg = EffectConfig(batch_size=8, lr=5e-3, crop=None, seed=0, eval_every=recipe["steps"], desc=name, **recipe)
+        distill_effect(model, train, cfg)
     seconds = time.perf_counter() - start
+    model.eval()
     held, fit = evaluate_effect(model, val), evaluate_effect(model, train)
-    return {"lever": name, "builder": builder, "kwargs": kwargs, "dead_leaves": dead_leaves,
+    return {"lever": name, "builder": builder, "kwargs": kwargs, "dead_leaves": dead_leaves, "recipe": recipe,
             "train_photos": sorted(train.manifest["photos"]), "psnr": held["psnr"], "ssim": held["ssim"],
             "line_f1": held["line_f1"], "train_psnr": fit["psnr"], "train_s": round(seconds, 1)}
 
@@ -71,7 +85,7 @@ def main(argv=None) -> int:
 
     from mobileunet.metrics import line_f1, line_mask
     from mobileunet.effect_distill import LINE_DARKER
-    from mobileunet.photos import PairSpec, teacher_pairs
+    from mobileunet.photos import PairSpec, teacher_hints, teacher_pairs
     from mobileunet.profile import count_flops, count_params, measure_latency
     from mobileunet.tables import format_table
 
@@ -96,8 +110,10 @@ def main(argv=None) -> int:
     else:
         kept = {r["lever"]: r for r in (last or {"rows": []})["rows"]}
         todo = [lever for lever in LEVERS if lever[0] not in kept]
-        for _, _, _, dl in todo:                         # make the pairs once, before the workers read them
-            teacher_pairs(PairSpec("train", 384, 160, 0, 0.5, dead_leaves=dl), progress=False)
+        for lever in todo:                               # make the pairs once, before the workers read them
+            train = teacher_pairs(PairSpec("train", 384, 160, 0, 0.5, dead_leaves=lever[3]), progress=False)
+            if len(lever) > 4 and lever[4].get("hint"):
+                teacher_hints(train)                     # and the teacher's intermediate images
         val = teacher_pairs(PairSpec("val", 48, 160, 0, 0.5), progress=False)
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             trained = dict(zip([lever[0] for lever in todo], pool.map(run_lever, todo, [args.steps] * len(todo))))

@@ -35,7 +35,7 @@ from torch import nn
 
 from .effects import CartoonParams, cartoon
 from .metrics import line_f1, line_mask, psnr, ssim
-from .photos import VAL_PHOTOS, load_photo
+from .photos import VAL_PHOTOS, EffectPairs, load_photo, teacher_hints
 from .profile import eval_mode, measure_latency
 from .train import TrainConfig, fit, predict
 
@@ -175,11 +175,15 @@ class EffectConfig(TrainConfig):
     """A ``TrainConfig`` plus the weight of each loss term; a term is on when its weight is > 0.
 
     ``loss = l1 * L1 + ssim * (1 - SSIM) + perceptual * perceptual(perceptual_net)
-    + adversarial * LSGAN(PatchGAN)``. ``crop`` tiles the cached pairs (translation
+    + adversarial * LSGAN(PatchGAN) + hint * hint_loss``, where ``hint_loss`` compares
+    the student's ``half_resolution`` output with the teacher's intermediate
+    images (``effects.smoothing_stages``, 2x2-pooled): L1 + 0.5 (1 - SSIM) on the
+    smoothed image, L1 on the lines' lightness. ``crop`` tiles the cached pairs (translation
     augmentation); ``augment`` flips input and target together.
     """
     l1: float = 1.0
     ssim: float = 0.0
+    hint: float = 0.0
     perceptual: float = 0.0
     perceptual_net: str = "random"
     adversarial: float = 0.0
@@ -191,13 +195,16 @@ class EffectConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("l1", "ssim", "perceptual", "adversarial", "disc_lr"):
+        for name in ("l1", "ssim", "hint", "perceptual", "adversarial", "disc_lr"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"EffectConfig.{name}={value!r}: must be a number >= 0")
-        if self.l1 == self.ssim == self.perceptual == 0:
-            raise ValueError("EffectConfig: l1, ssim and perceptual are all 0; an adversarial term alone "
+        if self.l1 == self.ssim == self.perceptual == self.hint == 0:
+            raise ValueError("EffectConfig: l1, ssim, perceptual and hint are all 0; an adversarial term alone "
                              "does not make the student copy the teacher: give l1=1.0")
+        if self.hint > 0 and (self.perceptual > 0 or self.adversarial > 0):
+            raise ValueError("EffectConfig: hint > 0 goes with the l1 and ssim terms only: set perceptual=0 "
+                             "and adversarial=0")
         if self.perceptual_net not in PERCEPTUAL_NETS:
             raise ValueError(f"EffectConfig.perceptual_net={self.perceptual_net!r}: use one of {PERCEPTUAL_NETS}")
         if self.crop is not None and self.crop < 11 and self.ssim > 0:
@@ -205,7 +212,8 @@ class EffectConfig(TrainConfig):
                              f"use crop >= 11 or ssim=0")
 
     def terms(self) -> dict:
-        return {"l1": self.l1, "ssim": self.ssim, "perceptual": self.perceptual,
+        return {"l1": self.l1, "ssim": self.ssim, **({"hint": self.hint} if self.hint else {}),
+                "perceptual": self.perceptual,
                 "perceptual_net": self.perceptual_net if self.perceptual else None,
                 "adversarial": self.adversarial}
 
@@ -243,9 +251,18 @@ def distill_effect(student: nn.Module, train_pairs, cfg: EffectConfig, val_pairs
             disc = PatchDiscriminator().to(device)
         d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
 
+    if cfg.hint > 0:
+        train_pairs = _with_hints(student, train_pairs)
+
     def step_loss(model, image, target, weight):
+        parts, loss = {}, image.new_zeros(())
+        if cfg.hint > 0:
+            target, hints = target[:, :3], target[:, 3:]
+            term = hint_loss(model, image, hints)
+            loss, parts["hint"] = loss + cfg.hint * term, term.item()
+            if cfg.l1 == cfg.ssim == 0:                 # hints alone: the full-resolution image is not needed
+                return loss, parts
         pred = model(image)
-        parts, loss = {}, pred.new_zeros(())
         if cfg.l1 > 0:
             term = l1_image_loss(pred, target)
             loss, parts["l1"] = loss + cfg.l1 * term, term.item()
@@ -270,6 +287,33 @@ def distill_effect(student: nn.Module, train_pairs, cfg: EffectConfig, val_pairs
     evaluate_fn = (lambda m: evaluate_effect(m, val_pairs)) if val_pairs is not None else None
     return fit(student, train_pairs, None, cfg, step_loss, notes=notes, evaluate_fn=evaluate_fn,
                state=state, save_every=save_every, save_state=save_state)
+
+
+def hint_loss(model: nn.Module, image: torch.Tensor, hints: torch.Tensor) -> torch.Tensor:
+    """How far the student's ``half_resolution`` output is from the teacher's intermediate images.
+
+    ``hints`` are ``effects.smoothing_stages`` of ``image``, ``(B, 4, H, W)``;
+    both are compared at half resolution: L1 + 0.5 (1 - SSIM) on the smoothed
+    image, plus L1 on the lightness the lines are drawn from.
+    """
+    y = model.half_resolution(image)                                  # (B, 4, H/2, W/2)
+    h = F.avg_pool2d(hints, 2, ceil_mode=True)
+    return (l1_image_loss(y[:, :3], h[:, :3]) + 0.5 * (1 - ssim(y[:, :3], h[:, :3]).mean())
+            + l1_image_loss(y[:, 3:], h[:, 3:]))
+
+
+def _with_hints(student: nn.Module, pairs):
+    """``pairs`` with the teacher's intermediate images after each target, ``(N, 7, S, S)``: crops and flips
+    in ``fit`` then move them with the target."""
+    if not (callable(getattr(student, "half_resolution", None)) and getattr(student, "exact_quantise", False)):
+        raise ValueError(f"EffectConfig.hint > 0 teaches the teacher's smoothed image before the cheap steps: "
+                         f"it needs a student that keeps them exact, guided_effect_student(exact_quantise=True), "
+                         f"not {type(student).__name__}; or set hint=0")
+    if not isinstance(pairs, EffectPairs):
+        raise TypeError(f"EffectConfig.hint > 0 needs the EffectPairs of photos.teacher_pairs, got "
+                        f"{type(pairs).__name__}")
+    hints = teacher_hints(pairs)
+    return EffectPairs(pairs.inputs, torch.cat([pairs.targets, hints], 1), pairs.names, pairs.manifest)
 
 
 def predict_effect(model: nn.Module, images: torch.Tensor, batch_size: int = 16, pad: int = 0) -> torch.Tensor:

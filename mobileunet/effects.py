@@ -95,9 +95,8 @@ def soft_quantise(x: np.ndarray, levels: int, sharpness: float) -> np.ndarray:
     return (k + step) / levels
 
 
-def _cartoon_hwc(image: np.ndarray, p: CartoonParams) -> np.ndarray:
-    from skimage.color import lab2rgb, rgb2lab
-    from skimage.filters import gaussian
+def _smooth_hwc(image: np.ndarray, p: CartoonParams) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1, the expensive one: the smoothed image, and the image after two passes (the lines' source)."""
     from skimage.restoration import denoise_bilateral
 
     smooth = image.astype(np.float64)
@@ -106,6 +105,14 @@ def _cartoon_hwc(image: np.ndarray, p: CartoonParams) -> np.ndarray:
                                    channel_axis=-1, mode="reflect")   # the default pads black: a dark frame
         if i == min(1, p.n_smooth - 1):
             edges_from = smooth                                    # the paper takes lines after 1-2 passes
+    return smooth, edges_from
+
+
+def _cartoon_hwc(image: np.ndarray, p: CartoonParams) -> np.ndarray:
+    from skimage.color import lab2rgb, rgb2lab
+    from skimage.filters import gaussian
+
+    smooth, edges_from = _smooth_hwc(image, p)
     lab = rgb2lab(smooth)
     lab[..., 0] = 100.0 * soft_quantise(lab[..., 0] / 100.0, p.levels, p.sharpness)
     out = lab2rgb(lab)
@@ -238,6 +245,30 @@ def cartoon(image, params: CartoonParams | None = None):
                          f"channel with image[..., :3], or give grey images three channels")
     _check_range(image, "array", "skimage.util.img_as_float(image)")
     return _cartoon_hwc(image, p)
+
+
+def smoothing_stages(images: torch.Tensor, params: CartoonParams | None = None) -> torch.Tensor:
+    """What the teacher's expensive step hands its cheap ones, for ``(B, 3, H, W)`` images: ``(B, 4, H, W)``.
+
+    Channels 0-2: the image after all the bilateral passes (what the quantiser
+    takes); channel 3: the CIELAB lightness / 100 of the image after two passes
+    (what the lines are drawn from). ``quantise_lightness`` and
+    ``lines_from_lightness`` turn them into ``cartoon``'s output exactly, so they
+    are the teacher's intermediate results a student can be taught from (lesson
+    06's hints, as in FitNets).
+    """
+    from skimage.color import rgb2lab
+
+    p = params or CartoonParams()
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected a (B, 3, H, W) RGB tensor, got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    _check_range(images.detach().cpu().numpy(), "tensor", "x.float() / 255")
+    out = []
+    for image in images.detach().cpu().permute(0, 2, 3, 1).numpy():
+        smooth, edges_from = _smooth_hwc(image, p)
+        out.append(np.concatenate([smooth, rgb2lab(edges_from)[..., :1] / 100.0], -1))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().clamp(0, 1).contiguous()
 
 
 def _check_range(image: np.ndarray, kind: str, fix: str) -> None:

@@ -360,15 +360,39 @@ def guided_upsample(guide_lo: torch.Tensor, out_lo: torch.Tensor, guide: torch.T
     has an edge the fit follows it, so the output's edges are the input's,
     at full resolution, although the network ran at a quarter of the pixels.
     """
-    mean_g, mean_o = box_filter(guide_lo, r), box_filter(out_lo, r)
-    cov = box_filter(guide_lo * out_lo, r) - mean_g * mean_o
-    var = box_filter(guide_lo * guide_lo, r) - mean_g * mean_g
-    a = cov / (var + eps)                                          # (B, C, h, w)
-    b = mean_o - a * mean_g
+    a, b = _guided_coefficients(guide_lo, out_lo, r, eps)          # (B, C, h, w)
     size = guide.shape[-2:]
-    a, b = (nn.functional.interpolate(box_filter(t, r), size=size, mode="bilinear", align_corners=False)
+    a, b = (nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
             for t in (a, b))                                       # (B, C, H, W)
     return a * guide + b
+
+
+def _guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float):
+    """The guided filter's window-averaged ``a`` and ``b``: ``src ~ a * guide + b`` in each window (ridge ``eps``)."""
+    mean_g, mean_s = box_filter(guide, r), box_filter(src, r)
+    a = (box_filter(guide * src, r) - mean_g * mean_s) / (box_filter(guide * guide, r) - mean_g * mean_g + eps)
+    b = mean_s - a * mean_g
+    return box_filter(a, r), box_filter(b, r)
+
+
+SMOOTH_BASE = {"passes": 2, "radius": 3, "eps": 0.03}
+"""The self-guided filter a ``GuidedEffectStudent(smooth_base=True)`` starts from, at half resolution:
+chosen by a grid over passes 1-4, radius 1-3 and eps 3e-3-0.1 against the teacher's smoothing of the
+held-out pairs (docs/effect_student.md)."""
+
+
+def self_guided_smooth(x: torch.Tensor, passes: int = 2, radius: int = 3, eps: float = 0.03) -> torch.Tensor:
+    """An edge-preserving smoother in a few box filters: the guided filter of each channel by itself, repeated.
+
+    In a flat window (variance well below ``eps``) a pixel becomes the window's
+    mean; across an edge (variance above ``eps``) it keeps its value. He, Sun and
+    Tang (ECCV 2010) show it behaves like a bilateral filter at a fraction of
+    its cost; lesson 06 uses it as the start the effect student corrects.
+    """
+    for _ in range(passes):
+        a, b = _guided_coefficients(x, x, radius, eps)
+        x = a * x + b
+    return x
 
 
 class GuidedEffectStudent(EffectStudent):
@@ -401,7 +425,7 @@ class GuidedEffectStudent(EffectStudent):
                  decoder_channels: tuple[int, ...] = (96, 48, 32, 24, 16), in_channels: int = 3,
                  out_channels: int = 3, expand: int = 4, pretrained: bool = False, residual: bool = True,
                  full_res_skip: bool = True, radius: int = 1, eps: float = 1e-4, exact_lines: bool = False,
-                 exact_quantise: bool = False):
+                 exact_quantise: bool = False, smooth_base: bool = False):
         super().__init__(encoder, width_mult, decoder_channels, in_channels, out_channels, expand, pretrained,
                          residual, full_res_skip)
         whole_number("radius", radius, 1, 8, fix="the guided filter's window radius")
@@ -416,35 +440,72 @@ class GuidedEffectStudent(EffectStudent):
         if exact_quantise and not exact_lines:
             raise ValueError("exact_quantise=True needs exact_lines=True: the cartoon draws its lines after "
                              "quantising, so a learnt line would be quantised away")
+        if not isinstance(smooth_base, bool):
+            raise TypeError(f"smooth_base={smooth_base!r}: give True or False")
+        if smooth_base and not (residual and exact_quantise):
+            raise ValueError("smooth_base=True corrects a self-guided filter's image before the exact quantiser: "
+                             "it needs residual=True and exact_quantise=True (and so exact_lines=True)")
         self.radius, self.eps, self.exact_lines, self.exact_quantise = radius, float(eps), exact_lines, exact_quantise
+        self.smooth_base = smooth_base
         if exact_lines:
             self.head = nn.Conv2d(self.decoder.out_channels, out_channels + 1, kernel_size=1)
         self._config.update(radius=radius, eps=float(eps), exact_lines=exact_lines)
         if exact_quantise:                                  # only when set: older checkpoints rebuild unchanged
             self._config.update(exact_quantise=True)
+        if smooth_base:
+            self._config.update(smooth_base=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}: "
                              f"check the channel count or add a batch dimension with x[None]")
-        B, C, H, W = x.shape
-        x_lo = nn.functional.avg_pool2d(x, 2, ceil_mode=True)           # (B, C, H/2, W/2)
-        y = MobileUNet.forward(self, x_lo)                               # (B, C or C+1, H/2, W/2)
-        guide_lo, guide = x_lo, x
-        if self.exact_lines:
-            luma = lambda t: (t * t.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)  # noqa: E731
-            guide_lo, guide = torch.cat([x_lo, luma(x_lo)], 1), torch.cat([x, luma(x)], 1)   # (B, C+1, ., .)
-        if self.residual:
-            y = y + torch.logit(guide_lo.clamp(1e-3, 1 - 1e-3))
-        y = torch.sigmoid(y)
+        C = x.shape[1]
+        guide_lo, guide = self._guides(x)
+        y = self._half(guide_lo)                                        # (B, C or C+1, H/2, W/2)
         if self.exact_quantise:                  # at half resolution: a quarter of the work, and it scored higher
-
             y = torch.cat([quantise_lightness(y[:, :C], straight_through=True), y[:, C:]], 1)
         y = guided_upsample(guide_lo, y, guide, self.radius, self.eps).clamp(0, 1)  # (B, ., H, W)
         if not self.exact_lines:
             return y
 
         return (y[:, :C] * lines_from_lightness(y[:, C:])).clamp(0, 1)  # (B, 3, H, W)
+
+    def _guides(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lift's guides at half and full resolution: the input, plus its luma when the lines are exact."""
+        x_lo = nn.functional.avg_pool2d(x, 2, ceil_mode=True)           # (B, C, H/2, W/2)
+        if not self.exact_lines:
+            return x_lo, x
+        return torch.cat([x_lo, _luma(x_lo)], 1), torch.cat([x, _luma(x)], 1)   # (B, C+1, ., .)
+
+    def half_resolution(self, x: torch.Tensor) -> torch.Tensor:
+        """What the network draws at half resolution, before the cheap steps: ``(B, C or C+1, H/2, W/2)``.
+
+        With ``exact_quantise`` it is the smoothed image (channels 0-2) and the
+        lightness the lines are drawn from (channel 3), in [0, 1]: what
+        ``effects.smoothing_stages`` gives for the teacher, pooled 2x2, which is
+        what ``EffectConfig.hint`` trains it towards. With ``smooth_base`` the
+        network's residual starts from ``self_guided_smooth`` of the input
+        instead of the input itself.
+        """
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}: "
+                             f"check the channel count or add a batch dimension with x[None]")
+        return self._half(self._guides(x)[0])
+
+    def _half(self, guide_lo: torch.Tensor) -> torch.Tensor:
+        y = MobileUNet.forward(self, guide_lo[:, :self.in_channels])
+        if not self.residual:
+            return torch.sigmoid(y)
+        start = guide_lo
+        if self.smooth_base:
+            smooth = self_guided_smooth(guide_lo[:, :3], **SMOOTH_BASE)
+            start = torch.cat([smooth, _luma(smooth)], 1)
+        return torch.sigmoid(y + torch.logit(start.clamp(1e-3, 1 - 1e-3)))
+
+
+def _luma(t: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of ``(B, 3, H, W)`` RGB: ``(B, 1, H, W)``, the guide of the lines' lightness."""
+    return (t * t.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 MODELS["GuidedEffectStudent"] = GuidedEffectStudent
@@ -455,7 +516,8 @@ GUIDED_DECODER = (96, 48, 32, 24, 16)
 
 @register_builder("effect")
 def guided_effect_student(residual: bool = True, exact_lines: bool = True, exact_quantise: bool = False,
-                          decoder_channels: tuple[int, ...] = GUIDED_DECODER) -> GuidedEffectStudent:
+                          decoder_channels: tuple[int, ...] = GUIDED_DECODER,
+                          smooth_base: bool = False) -> GuidedEffectStudent:
     """Lesson 06's guided student: MobileNetV3-Small at half resolution, lifted by a guided filter.
 
     ``exact_lines=True`` keeps the cartoon's ink-line step exact, and
@@ -467,7 +529,8 @@ def guided_effect_student(residual: bool = True, exact_lines: bool = True, exact
         True
     """
     return GuidedEffectStudent("mobilenet_v3_small", 1.0, tuple(decoder_channels), 3, 3, residual=residual,
-                               full_res_skip=True, exact_lines=exact_lines, exact_quantise=exact_quantise)
+                               full_res_skip=True, exact_lines=exact_lines, exact_quantise=exact_quantise,
+                               smooth_base=smooth_base)
 
 
 # --- MediaPipe's selfie segmenter, rebuilt (lesson 04, section 8) -------------------------------

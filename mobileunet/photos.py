@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .checkpoint import atomic_save, atomic_write_text, file_lock, sha256
-from .effects import cartoon, CartoonParams, EFFECT_VERSION
+from .effects import cartoon, CartoonParams, EFFECT_VERSION, smoothing_stages
 from .env import data_dir
 from .pets import PetSegmentation, pets_available
 from .validate import whole_number
@@ -304,15 +305,45 @@ def teacher_pairs(spec: PairSpec, params: CartoonParams | None = None, cache_dir
     manifest = pair_manifest(spec, params, photos)
     cache = Path(cache_dir) if cache_dir is not None else data_dir() / "cache"
     stem = cache / f"effect_pairs_{spec.split}_{manifest['hash']}"
-    cached = _cached_pairs(stem, spec, manifest["hash"])
-    if cached is not None:
-        return cached
+    pairs = _cached_pairs(stem, spec, manifest["hash"])
+    if pairs is None:
+        with file_lock(stem.with_suffix(".lock")):          # a second run needing the same pairs waits here
+            pairs = _cached_pairs(stem, spec, manifest["hash"], quiet=True)   # the first may have made them
+            if pairs is None:
+                pairs = _make_pairs(stem, spec, params, photos, manifest, progress)
+    pairs.cache_dir = cache                                 # teacher_hints caches beside them
+    return pairs
 
-    with file_lock(stem.with_suffix(".lock")):          # a second run needing the same pairs waits here
-        cached = _cached_pairs(stem, spec, manifest["hash"], quiet=True)   # the first may have made them
-        if cached is not None:
-            return cached
-        return _make_pairs(stem, spec, params, photos, manifest, progress)
+
+def teacher_hints(pairs: EffectPairs, params: CartoonParams | None = None,
+                  cache_dir: str | Path | None = None) -> torch.Tensor:
+    """The teacher's intermediate images for ``pairs`` (``effects.smoothing_stages``), ``(N, 4, S, S)``, cached.
+
+    Cached beside the pairs (``cache_dir``, default the folder ``teacher_pairs``
+    read them from) as ``effect_hints_<split>_<hash>.pt`` (the pairs'
+    manifest hash, which covers their spec, the effect's parameters and the
+    photos): about 0.15 s of bilateral filtering per 160x160 pair the first time.
+    """
+    made_with = pairs.manifest.get("effect", {}).get("params") if isinstance(pairs.manifest, dict) else None
+    params = params or (CartoonParams(**made_with) if isinstance(made_with, dict) else CartoonParams())
+    digest = pairs.manifest.get("hash") if isinstance(pairs.manifest, dict) else None
+    if digest is None or made_with != params.to_dict():
+        return smoothing_stages(pairs.inputs, params)                 # pairs not from teacher_pairs: no cache
+    cache = Path(cache_dir) if cache_dir is not None else getattr(pairs, "cache_dir", data_dir() / "cache")
+    path = cache / f"effect_hints_{pairs.manifest['spec']['split']}_{digest}.pt"
+    want = (len(pairs), 4, *pairs.inputs.shape[-2:])
+    with file_lock(path.with_suffix(".lock")):
+        try:
+            blob = torch.load(path, weights_only=True) if path.is_file() else None
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+            print(f"the cached hints {path} cannot be read ({type(err).__name__}): making them again")
+            blob = None
+        if isinstance(blob, dict) and blob.get("hash") == digest and isinstance(blob.get("hints"), torch.Tensor) \
+                and tuple(blob["hints"].shape) == want:
+            return blob["hints"]
+        hints = smoothing_stages(pairs.inputs, params)
+        atomic_save({"hash": digest, "hints": hints}, path)
+        return hints
 
 
 def _cached_pairs(stem: Path, spec: PairSpec, digest: str, quiet: bool = False) -> EffectPairs | None:

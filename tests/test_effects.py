@@ -487,3 +487,61 @@ def test_the_guided_student_with_both_exact_steps_exports_to_onnx(tmp_path):
     model = guided_effect_student(exact_quantise=True).eval()
     result = export(model, tmp_path / "e.onnx", "onnx", False, 64, False, None)
     assert check_parity(model, load_runner(result.path), photo_frames(2, 64), False)["ok"]
+
+
+# --- the teacher's intermediate images as hints, and the self-guided start -------------------
+
+def test_smoothing_stages_recompose_the_teacher_exactly():
+    from mobileunet.effects import lines_from_lightness, quantise_lightness, smoothing_stages
+
+    x = torch.from_numpy(_photo_crop(32)).permute(2, 0, 1)[None].float()
+    stages = smoothing_stages(x, CHEAP)
+    assert stages.shape == (1, 4, 32, 32) and 0 <= stages.min() and stages.max() <= 1
+    rebuilt = (quantise_lightness(stages[:, :3], CHEAP) * lines_from_lightness(stages[:, 3:], CHEAP)).clamp(0, 1)
+    assert (rebuilt - cartoon(x, CHEAP)).abs().max() < 1e-4
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        smoothing_stages(x[0])
+
+
+def test_teacher_hints_are_cached_with_the_pairs_and_made_again_when_corrupt(tmp_path, capsys):
+    from mobileunet.photos import teacher_hints
+
+    pairs = teacher_pairs(PairSpec("val", 2, 24, seed=0), CHEAP, cache_dir=tmp_path, progress=False)
+    hints = teacher_hints(pairs, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("effect_hints_val_*.pt")
+    assert hints.shape == (2, 4, 24, 24) and torch.equal(teacher_hints(pairs, cache_dir=tmp_path), hints)
+    path.write_bytes(b"not a checkpoint")
+    assert torch.equal(teacher_hints(pairs, cache_dir=tmp_path), hints)
+    assert "cannot be read" in capsys.readouterr().out
+
+
+def test_self_guided_smooth_flattens_texture_and_keeps_an_edge():
+    from mobileunet.models import self_guided_smooth
+
+    torch.manual_seed(0)
+    step = torch.zeros(1, 1, 32, 32)
+    step[..., 16:] = 0.8
+    noisy = step + 0.02 * torch.randn(step.shape)
+    out = self_guided_smooth(noisy)
+    assert out[..., 4:12].std() < 0.5 * noisy[..., 4:12].std()                 # texture flattened
+    blurred = torch.nn.functional.avg_pool2d(noisy, 7, stride=1, padding=3, count_include_pad=False)
+    contrast = lambda t: float(t[..., 16:18].mean() - t[..., 14:16].mean())  # noqa: E731
+    assert contrast(out) > 0.5 > contrast(blurred)                            # the edge kept, unlike a box blur
+
+
+def test_a_hint_only_run_trains_the_half_resolution_image_and_is_refused_for_other_students(tmp_path):
+    from mobileunet.models import guided_effect_student
+
+    pairs = teacher_pairs(PairSpec("train", 4, 24, seed=0), CHEAP, cache_dir=tmp_path, progress=False)
+    student = guided_effect_student(exact_quantise=True, smooth_base=True)
+    y = student.half_resolution(pairs.inputs)
+    assert y.shape == (4, 4, 12, 12) and student.config["smooth_base"] is True
+    hist = distill_effect(student, pairs, EffectConfig(steps=2, batch_size=2, l1=0, ssim=0, hint=1.0))
+    assert len(hist["loss_hint"]) == 2 and "loss_l1" not in hist
+    assert any(tmp_path.glob("effect_hints_train_*.pt"))                       # cached beside the pairs
+    with pytest.raises(ValueError, match="exact_quantise=True"):
+        distill_effect(effect_student(), pairs, EffectConfig(steps=1, batch_size=2, hint=1.0))
+    with pytest.raises(ValueError, match="needs residual=True and exact_quantise=True"):
+        guided_effect_student(smooth_base=True)
+    with pytest.raises(ValueError, match="perceptual=0"):
+        EffectConfig(hint=1.0, perceptual=1.0)

@@ -35,19 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="add up to N Oxford-IIIT Pet photos to training, if downloaded (default: %(default)s)")
     g.add_argument("--dead-leaves", type=nonneg_int, default=0, metavar="N",
                    help="add N procedural dead-leaves images to the training photos (default: %(default)s)")
-    g = p.add_argument_group("the student")
-    g.add_argument("--student", choices=EFFECT_STUDENTS, default="effect_student",
-                   help="effect_student: full resolution, thin decoder; guided_effect_student: half resolution, "
-                        "a wider decoder, lifted by a guided filter (default: %(default)s)")
-    g.add_argument("--exact-lines", action="store_true",
-                   help="guided_effect_student only: draw the cartoon's ink lines with the teacher's own cheap "
-                        "line step, from a lightness the student predicts")
-    g.add_argument("--exact-quantise", action="store_true",
-                   help="with --exact-lines: quantise the colours with the teacher's own cheap quantiser too, so "
-                        "the student learns only the smoothing")
+    _student_arguments(p)
     g = p.add_argument_group("loss weights")
     g.add_argument("--l1", type=nonneg_float, default=1.0)
     g.add_argument("--ssim", type=nonneg_float, default=0.5)
+    g.add_argument("--hint", type=nonneg_float, default=0.0,
+                   help="with --exact-quantise: weight of the loss on the teacher's intermediate images (its "
+                        "smoothing and the lines' lightness; hints cached under data/cache/); --l1 0 --ssim 0 "
+                        "--hint 1 trains on them alone, about 3x faster a step (default: %(default)s)")
     g.add_argument("--perceptual", type=nonneg_float, default=0.0)
     g.add_argument("--perceptual-net", choices=PERCEPTUAL_NETS, default="random")
     g.add_argument("--adversarial", type=nonneg_float, default=0.0)
@@ -73,6 +68,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--force", action="store_true", help="replace an existing --out (a shipped checkpoint too)")
 
 
+def _student_arguments(p: argparse.ArgumentParser) -> None:
+    """The student's options of ``python -m mobileunet effect``."""
+    g = p.add_argument_group("the student")
+    g.add_argument("--student", choices=EFFECT_STUDENTS, default="effect_student",
+                   help="effect_student: full resolution, thin decoder; guided_effect_student: half resolution, "
+                        "a wider decoder, lifted by a guided filter (default: %(default)s)")
+    g.add_argument("--exact-lines", action="store_true",
+                   help="guided_effect_student only: draw the cartoon's ink lines with the teacher's own cheap "
+                        "line step, from a lightness the student predicts")
+    g.add_argument("--exact-quantise", action="store_true",
+                   help="with --exact-lines: quantise the colours with the teacher's own cheap quantiser too, so "
+                        "the student learns only the smoothing")
+    g.add_argument("--smooth-base", action="store_true",
+                   help="with --exact-quantise: the student corrects a cheap self-guided filter's image instead "
+                        "of the input (models.self_guided_smooth)")
+
+
 def run(args) -> int:
     """Make (or load) the pairs, train, save, score the stored checkpoint, time it, write the manifest."""
     check_options(args)
@@ -88,10 +100,10 @@ def run(args) -> int:
     pairs = {k: teacher_pairs(s, params) for k, s in specs.items()}
     set_seed(args.seed)
     student = (models.guided_effect_student(residual=not args.direct, exact_lines=args.exact_lines,
-                                            exact_quantise=args.exact_quantise)
+                                            exact_quantise=args.exact_quantise, smooth_base=args.smooth_base)
                if args.student == "guided_effect_student" else models.effect_student(residual=not args.direct))
     cfg = EffectConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, crop=args.crop or None,
-                       seed=args.seed, l1=args.l1, ssim=args.ssim, perceptual=args.perceptual,
+                       seed=args.seed, l1=args.l1, ssim=args.ssim, hint=args.hint, perceptual=args.perceptual,
                        perceptual_net=args.perceptual_net, adversarial=args.adversarial, desc="effect",
                        eval_every=args.eval_every, device=local_device(get_device().type),
                        precision=args.precision, channels_last=args.channels_last)
@@ -157,6 +169,9 @@ def check_options(args: argparse.Namespace) -> None:
     if args.exact_quantise and not args.exact_lines:
         raise ValueError("--exact-quantise needs --exact-lines (and --student guided_effect_student): the cartoon "
                          "draws its lines after quantising")
+    if (args.smooth_base or args.hint) and not args.exact_quantise:
+        raise ValueError("--smooth-base and --hint need --exact-quantise (and --exact-lines, --student "
+                         "guided_effect_student): both are about the smoothed image before the exact steps")
     if args.adversarial and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--adversarial trains a critic that is not shared between processes: run it in one")
     if args.adversarial and (args.resume or args.save_every):
