@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 NUM = r"(-?[\d,]*\.?\d+)"
 """A number as the notebooks print it (``0.967``, ``1,942,289``, ``22.1``)."""
+SCI = r"\+?(-?\d*\.?\d+(?:e[-+]?\d+)?)"
+"""A number that may carry a sign or an exponent (``1.29e-05``, ``+0.03``)."""
 
 
 class Q(NamedTuple):
@@ -58,15 +60,25 @@ SWEEP, LONG = 'sweep = [s for s in summary if s["regime"] == "noisy labels"', 'c
 UNIFORM, UNSURE = '"instance F1", "F1 change", "gap closed"]', "pixels where the teacher's probability is between"
 TEACHER_JSON, STUDENT_JSON = "data/checkpoints/unet_teacher_cells.json", "data/checkpoints/student_cells.json"
 PER_CENT = Decimal("0.01")
+L07 = "07_on_device_export.ipynb"
+TABLE07, SPEEDUP = 'print(f"{name}, {FRAME}x{FRAME}, batch 1;', "et_speedup = ms["
+INT8_FILES = 'pte_int8 = export(model, out_dir / "model_int8.pte"'
+THREADS, TILED = "cross.append(", "single = CellsDataset("
+RUNTIMES = (("eager PyTorch", "fp32", "eager PyTorch", "fp32"), ("ONNX Runtime", "fp32", "ONNX Runtime", "fp32"),
+            ("ONNX Runtime", "int8", "ONNX Runtime (QDQ)", "int8"),
+            ("ExecuTorch", "fp32", "ExecuTorch / XNNPACK", "fp32"),
+            ("ExecuTorch", "int8", "ExecuTorch / XNNPACK (PT2E)", "int8"),
+            ("ExecuTorch", "fp32, nearest", "ExecuTorch, nearest upsampling", "fp32"))
+"""Lesson 07's table rows: (runtime, precision) in the notebook, then as README names them."""
 SELFIE_SUMMARY = "## Summary (1 thread, 256x256; ms: median of the passes' medians; IoU: mean over seeds)"
 AT_256, VS = "## 256x256", "## The default student, 256x256, ONNX Runtime"
 
 
-def row(label: str, column: int, *more: str) -> str:
+def row(label: str, column: int, *more: str, num: str = NUM) -> str:
     """A markdown table row starting with ``label`` (and the cells ``more``, in order): the number in its
     ``column``-th cell after them."""
     cells = "".join(r"\|\s*" + re.escape(c) + r"\s*" for c in (label, *more)) + r"\|"
-    return cells + r"[^|\n]*\|" * (column - 1) + r"\s*" + NUM + r"\s*\|"
+    return cells + r"[^|\n]*\|" * (column - 1) + r"\s*" + num + r"\s*\|"
 
 
 def readme_regime(label: str, column: int, part: int) -> str:
@@ -174,6 +186,26 @@ QUOTED = [
     Q(STUDENT_JSON, None, r'"checkpoint": \{[^}]*"bytes": ' + NUM, r"distilled student " + NUM + r" MB", 10**6),
     Q(STUDENT_JSON, None, r'"metrics": \{\s*"split": "val",\s*"iou": ' + NUM,
       r"distilled student [\d.]+ MB at IoU " + NUM),
+    # lesson 07: the runtime x precision table (README "Lesson 07"): MB, ms at 1 and 2 threads, max abs diff,
+    # IoU change; the nearest-upsampling row has no parity columns
+    *(Q(L07, TABLE07, row(rt, nb_col, p, num=SCI), row(readme_rt, readme_col, readme_p, num=SCI))
+      for rt, p, readme_rt, readme_p in RUNTIMES
+      for nb_col, readme_col in ((1, 1), (2, 2), (4, 3), (6, 4), (7, 5))
+      if not (p == "fp32, nearest" and nb_col > 4)),
+    Q(L07, TABLE07, r"IoU change in points on " + NUM + r" validation frames", r"parity on " + NUM + r" validation"),
+    Q(L07, "REPEATS = 3 if FAST else 30", r"median of " + NUM + r" rounds", r"median ms over " + NUM + r" interleaved"),
+    Q(L07, INT8_FILES, r"model_int8\.pte: [\d.]+ MB, " + NUM + r"x smaller", r"files " + NUM + r"x \(`\.pte`\)"),
+    Q(L07, INT8_FILES, r"model_int8\.onnx: [\d.]+ MB, " + NUM + r"x smaller",
+      r"and " + NUM + r"x \(`\.onnx`\) smaller"),
+    Q(L07, SPEEDUP, r"ExecuTorch int8 is " + NUM + r"x as fast", r"`\.pte` runs " + NUM + r"x as fast as fp32"),
+    Q(L07, SPEEDUP, r"upsampling costs \+?" + NUM + r"%", r"does not take, costs " + NUM + r"%"),
+    Q(L07, THREADS, row("128x128", 5), r"\(" + NUM + r"x the 1-thread time at 128x128"),
+    Q(L07, THREADS, row("256x256", 5), r"1-thread time at 128x128, " + NUM + r"x at 256"),
+    Q(L07, THREADS, row("512x512", 5), r"x at 256, " + NUM + r"x at\s+512"),
+    Q(L07, TILED, r"tiled 4 to a frame " + NUM, r"student scored " + NUM + r" IoU on the tiled frames"),
+    Q(L07, TILED, r"IoU one image at a time " + NUM, r"tiled frames and " + NUM + r"\s+one image at a time"),
+    Q(L07, TILED, r"answer changes when tiled: " + NUM + r"%", r"changes " + NUM + r"% of its pixels"),
+    Q(L07, TABLE07, row("ONNX Runtime", 2, "fp32"), r"ms in lesson 04 and " + NUM + r" ms in lesson\s+07's table"),
 ]
 
 
@@ -215,13 +247,14 @@ def only_match(pattern: str, text: str, where: str) -> str:
 
 def agrees(source: str, quoted: str) -> bool:
     """``quoted`` is ``source`` rounded half-up to ``quoted``'s decimals."""
-    decimals = len(quoted.split(".")[1]) if "." in quoted else 0
+    decimals = -Decimal(quoted).as_tuple().exponent           # "13.1": 1, "23": 0, "1.3e-5": 6
     return Decimal(source).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP) == Decimal(quoted)
 
 
 def test_rounding_rule():
     assert agrees("13.059", "13.1") and agrees("22.9", "23") and agrees("0.9175", "0.918")
     assert agrees("7762465", "7762465") and not agrees("0.456", "0.45") and not agrees("12.6", "12")
+    assert agrees("1.29e-05", "1.3e-5") and not agrees("1.29e-05", "1.2e-5") and agrees("40", "40.0")
 
 
 @pytest.mark.parametrize("q", QUOTED, ids=[f"{q.source}:{q.in_readme[:40]}" for q in QUOTED])
