@@ -53,6 +53,8 @@ CHOICE = 'd, t = "V3-Small w1.0 (default)", "UNet teacher (base 32)"'
 L06, L08 = "06_distilling_an_effect.ipynb", "08_real_time_pipeline.ipynb"
 SCORES, SPEED = "scores = evaluate_effect(shipped, val_pairs)", "speed = speed_comparison(shipped, frame"
 DEADLINES = 'print_table(deadline_table(runs).rows, floatfmt=".3g")'
+AMDAHL, SCHEDULES = 'print(f"model stage: the teacher takes', "schedule_runs = run_pipelines(schedules"
+CELLS = "cell_runs = run_pipelines("
 MODELS_MD = "benchmarks/results/models.md"
 L05 = "05_knowledge_distillation.ipynb"
 MAP, RUNS = "main_map = [s for s in summary", "rows = run_jobs(jobs, shared, workers=WORKERS)"
@@ -80,6 +82,13 @@ def row(label: str, column: int, *more: str, num: str = NUM) -> str:
     cells = "".join(r"\|\s*" + re.escape(c) + r"\s*" for c in (label, *more)) + r"\|"
     return cells + r"[^|\n]*\|" * (column - 1) + r"\s*" + num + r"\s*\|"
 
+
+
+def deadline_row(label: str, column: int) -> str:
+    """Like ``row``, in a deadline table (frames and six timings or shares after the label), so that a stage
+    table printed by the same cell, whose rows have more cells, never matches."""
+    return (r"\|\s*" + re.escape(label) + r"\s*\|" + r"[^|\n]*\|" * (column - 1) + r"\s*" + NUM + r"\s*\|"
+            + r"[^|\n]*\|" * (7 - column) + r"\s*$")
 
 def readme_regime(label: str, column: int, part: int) -> str:
     """README's lesson 05 table: in the row ``label``, column ``column`` (1: scratch, 2: distilled) holds
@@ -138,6 +147,26 @@ QUOTED = [
     # lesson 08: the effect student's pipeline with BlazeFace (README "Lesson 08")
     Q(L08, DEADLINES, row("student ONNX Runtime fp32", 2), r"take a median of " + NUM + r" ms a frame"),
     Q(L08, DEADLINES, row("student ONNX Runtime fp32", 4), r"detector \(p99 " + NUM + r" ms, no frame over 33 ms\)"),
+    Q(L08, DEADLINES, row("student eager fp32", 2), r"\), " + NUM + r" ms in eager PyTorch \(p99"),
+    Q(L08, DEADLINES, row("student eager fp32", 4), r"ms in eager PyTorch \(p99\s+" + NUM + r" ms\)"),
+    Q(L08, DEADLINES, row("student ONNX Runtime int8", 2), r"and " + NUM + r" ms in ONNX Runtime int8"),
+    Q(L08, DEADLINES, row("student ONNX Runtime fp32 + cascade", 4), r"fifth frame \(p99 " + NUM + r" ms, "),
+    Q(L08, DEADLINES, row("student ONNX Runtime fp32 + cascade", 7), r"ms, " + NUM + r"% of frames late at 60 fps",
+      PER_CENT),
+    Q(L08, "summary = stage_table(runs)", row("teacher (cartoon)", 7), r"teacher's pipeline takes " + NUM + r" ms"),
+    Q(L08, AMDAHL, r"model stage: .*: " + NUM + r"x faster", r"The model stage is " + NUM + r"x faster"),
+    Q(L08, AMDAHL, r"whole frame: .*: " + NUM + r"x faster", r"the whole frame " + NUM + r"x\s"),
+    Q(L08, AMDAHL, r"composite\): [\d.]+ ms, " + NUM + r"% of it",
+      r"the other stages are now " + NUM + r"% of the frame"),
+    Q(L08, SCHEDULES, row("half size, every 5th", 4), r"cascade's frames near 10 ms \(p99\s+" + NUM + r" ms\)"),
+    Q(L08, SCHEDULES, r"'full size, every 5th': " + NUM, r"\(the cascade in " + NUM + r"\)"),
+    Q(L08, SCHEDULES, r"'BlazeFace, every 5th': " + NUM, r"BlazeFace finds the face in all " + NUM + r" frames"),
+    Q(L08, CELLS, deadline_row("cells student ONNX Runtime", 4), r"p99 of " + NUM + r" ms in ONNX Runtime"),
+    Q(L08, CELLS, deadline_row("cells teacher UNet", 2), r"the teacher UNet\s+in " + NUM + r" ms"),
+    *(Q(L08, "still_runs = run_pipelines(still_pipes", row(name, 3), pattern)
+      for name, pattern in (("teacher (cartoon)", r"still camera\): teacher " + NUM),
+                            ("student eager fp32", r"teacher [\d.]+, student " + NUM),
+                            ("student ONNX Runtime int8", r"int8 student " + NUM + r" \(it"))),
     # the model benchmark (README "Model benchmark"): its own results file, RGB input
     Q(MODELS_MD, AT_256, row("default student (V3-Small w1.0)", 2), r"\(0\.96 M params, " + NUM + r" GFLOPs, RGB"),
     Q(MODELS_MD, VS, r"\| UNet teacher \(base 32\) \| 1\s*\| [\d.]+\s*\| " + NUM,
