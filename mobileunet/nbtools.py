@@ -45,6 +45,11 @@ PROGRESS_BAR = re.compile(r"\d+%\|.*\| \d+/\d+")
 """tqdm's text form, which is all a progress-bar widget leaves once its state is stripped."""
 
 
+WIDGET_NOTE = "An interactive widget: run this cell in JupyterLab to use it (the static figure follows)."
+"""What a stored notebook shows for a widget, whose saved state is stripped: its repr would read
+``VBox(children=(FloatSlider(...`` to a reader on the web."""
+
+
 def read_notebook(path: str | Path) -> dict:
     """A notebook file as JSON, or a ``ValueError`` naming the file when it is missing or is not one."""
     path = Path(path)
@@ -66,7 +71,7 @@ def strip_widgets(path: str | Path) -> None:
     Without its saved state a tqdm widget's output is the frozen text of its
     first frame (``0%| 0/300``), which a reader on the web takes for a run
     that never started; ``train.fit`` prints a summary line instead, which stays.
-    Every other output is kept.
+    Any other widget's text stand-in becomes ``WIDGET_NOTE``; every other output is kept.
     """
     path = Path(path)
     nb = read_notebook(path)
@@ -74,6 +79,9 @@ def strip_widgets(path: str | Path) -> None:
     for cell in nb.get("cells", []):
         if "outputs" in cell:
             cell["outputs"] = [o for o in cell["outputs"] if not _is_progress_bar(o)]
+            for o in cell["outputs"]:
+                if "application/vnd.jupyter.widget-view+json" in o.get("data", {}):
+                    o["data"]["text/plain"] = [WIDGET_NOTE]        # not the widget's repr, VBox(children=...)
     atomic_write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", path)
 
 
