@@ -356,7 +356,7 @@ def onnx_bytes(model: nn.Module, x: torch.Tensor, exporter: str = "torchscript")
                 return buffer.getvalue()
             except (TypeError, RuntimeError, AttributeError):   # no TorchScript exporter any more
                 pass
-        program = torch.onnx.export(model, (x,), None, dynamo=True)
+        program = torch.onnx.export(model, (x,), None, dynamo=True, opset_version=18)   # export.ONNX_OPSET
         return program.model_proto.SerializeToString()
 
 
