@@ -390,8 +390,10 @@ def self_guided_smooth(x: torch.Tensor, passes: int = 2, radius: int = 3, eps: f
     its cost; lesson 06 uses it as the start the effect student corrects.
     """
     for _ in range(passes):
-        a, b = _guided_coefficients(x, x, radius, eps)
-        x = a * x + b
+        mean = box_filter(x, radius)                               # the guide is the source: 2 box filters, not 4
+        var = box_filter(x * x, radius) - mean * mean
+        a = var / (var + eps)
+        x = box_filter(a, radius) * x + box_filter(mean - a * mean, radius)
     return x
 
 
