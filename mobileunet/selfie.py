@@ -9,7 +9,9 @@ is that graph as a PyTorch model, with the official weights loaded from the
   stride 32; squeeze-excitation gates with a sigmoid, not the paper's
   hard-sigmoid. Skips at strides 2, 4 and 8;
 * **head**: LR-ASPP (Howard et al. 2019, Sec. 6.4) at stride 16: a 1x1 conv to
-  128 channels times a sigmoid gate from the globally pooled map;
+  128 channels times a sigmoid gate from the pooled map. The paper pools with a
+  large kernel and a large stride; MediaPipe's graph pools the whole 16x16 map,
+  as torchvision's ``LRASPP`` does, and so does this rebuild;
 * **decoder**: three stages back to stride 2, each a bilinear 2x upsample, a
   1x1 projection to the skip's width, a global gate on the skip and a cheap
   1x1 + 3x3-depthwise refinement (``SkipGateBlock``);
@@ -58,6 +60,7 @@ SELFIE_BLOCKS = [
     (5,  96,  32, True,  "HS", 1, 16),   # V3-Small: 144 -> 48        <- stride 16, into the head
 ]                                        # (V3-Small's three stride-32 blocks are gone)
 ACTIVATIONS = {"RE": nn.ReLU, "HS": nn.Hardswish}
+ROW = "(kernel, hidden, out_ch, SE, act, stride, tap)"
 
 
 class SameConv2d(nn.Conv2d):
@@ -92,9 +95,25 @@ def sigmoid_se(channels: int) -> SqueezeExcitation:
     return SqueezeExcitation(channels, make_divisible(channels // 4), scale_activation=nn.Sigmoid)
 
 
+def check_row(row, where: str = "row") -> tuple:
+    """``row`` as a tuple of ``SELFIE_BLOCKS``' seven columns, or a ``ValueError`` naming it and the order."""
+    if isinstance(row, (str, bytes)) or not hasattr(row, "__len__") or len(row) != 7:
+        raise ValueError(f"{where} of the encoder table is {row!r}: give 7 values, {ROW}, e.g. {SELFIE_BLOCKS[0]}")
+    kernel, hidden, out_ch, se, act, stride, tap = row
+    if act not in ACTIVATIONS:
+        raise ValueError(f"{where} of the encoder table has act={act!r}: use one of {sorted(ACTIVATIONS)} "
+                         f"(RE = ReLU, HS = hard-swish)")
+    if not isinstance(se, bool):
+        raise ValueError(f"{where} of the encoder table has SE={se!r}: give True or False (column 4 of {ROW})")
+    for name, value, low in (("kernel", kernel, 1), ("hidden", hidden, 1), ("out_ch", out_ch, 1),
+                             ("stride", stride, 1), ("tap", tap, 0)):
+        whole_number(f"{where}'s {name}", value, low, fix=f"the columns are {ROW}")
+    return tuple(row)
+
+
 def selfie_block(row: tuple, in_ch: int) -> nn.Module:
     """One row of ``SELFIE_BLOCKS`` as the course's ``InvertedResidual``, strided convs padded ``SAME``."""
-    kernel, hidden, out_ch, se, act, stride, _ = row
+    kernel, hidden, out_ch, se, act, stride, _ = check_row(row)
     block = InvertedResidual(in_ch, out_ch, hidden, stride, kernel, act=ACTIVATIONS[act],
                              se=sigmoid_se if se else None)
     for unit in block.block:
@@ -122,6 +141,7 @@ class SelfieEncoder(nn.Module):
         whole_number("in_channels", in_channels)
         self.stem = same_padding(ConvNormAct(in_channels, stem_channels, 3, 2, activation_layer=nn.Hardswish))
         layers, ch, taps, stride = [], stem_channels, [0], 2
+        blocks = [check_row(row, f"row {i}") for i, row in enumerate(blocks, start=1)]
         for i, row in enumerate(blocks, start=1):
             layers.append(selfie_block(row, ch))
             ch, stride = row[2], stride * row[5]
@@ -148,7 +168,8 @@ class GatedHead(nn.Module):
     """LR-ASPP's head (Howard et al. 2019, Sec. 6.4): ``relu(bn(1x1 conv(x))) * sigmoid(1x1 conv(pool(x)))``.
 
     The pooled branch sees the whole image and says which of the 128 channels matter for it: global
-    context for the price of a 1x1 conv on one pixel.
+    context for the price of a 1x1 conv on one pixel. The paper pools with a large kernel and a large
+    stride; MediaPipe's graph (and torchvision's ``LRASPP``) pools globally, and so does this head.
     """
 
     def __init__(self, in_ch: int, out_ch: int):
@@ -246,6 +267,10 @@ class SelfieSegmenter(nn.Module):
         return {**self._config, "blocks": [tuple(r) for r in self._config["blocks"]]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            kind = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"expected a float tensor, {'RGB' if self.in_channels == 3 else 'images'} in [0, 1], "
+                            f"got {kind}: use x.float() / 255 for 8-bit images")
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}: "
                              f"check the channel count or add a batch dimension with x[None]")
@@ -276,7 +301,7 @@ def selfie_segmenter(in_channels: int = 3, out_channels: int = 1) -> SelfieSegme
     """MediaPipe's selfie segmentation architecture (``SELFIE_BLOCKS``, a 128-channel head), with
     batch norms, ready to train. ``mediapipe_selfie()`` is the same model with Google's weights.
 
-    About 0.11 M parameters and 0.12 GFLOPs at 256x256 RGB, a quarter of ``default_student``'s FLOPs.
+    About 0.11 M parameters and 0.12 GFLOPs at 256x256 RGB, a fifth of ``default_student``'s 0.54.
 
     Example:
         >>> selfie_segmenter(in_channels=1)(torch.zeros(1, 1, 64, 64)).shape
@@ -292,7 +317,7 @@ def selfie_student(in_channels: int = 3, out_channels: int = 1) -> SelfieSegment
     (concatenate the skip, one inverted residual expanded 4x) at its widths (24, 16, 16).
 
     On the cells, MediaPipe's own gated-add decoder scored far below the default student after the
-    same budget; the concatenating stages close most of that gap for twice the FLOPs (0.26 GFLOPs at
+    same budget; the concatenating stages close most of that gap for over twice the FLOPs (0.27 GFLOPs at
     256x256 RGB, half the default student's). ``benchmarks/selfie_students.py`` measures all three.
 
     Example:
@@ -351,9 +376,12 @@ def load_tflite_weights(model: nn.Module, source: str | os.PathLike | TfliteGrap
 
     Each weight is turned from TFLite's layout into PyTorch's and its shape checked; a folded bias goes
     into the conv's batch norm, which is set to the identity. Raises ``ValueError`` naming the first
-    conv that does not fit (a different model's file), ``TypeError`` for a ``source`` that is neither a
-    path nor a ``TfliteGraph``. Returns ``model`` in eval mode.
+    conv that does not fit (a different model's file), ``TypeError`` for a ``model`` that is not an
+    ``nn.Module`` or a ``source`` that is neither a path nor a ``TfliteGraph``. Returns ``model`` in eval mode.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model={model!r}: give the nn.Module to load into, e.g. selfie_segmenter(); "
+                        f"the file comes second: load_tflite_weights(model, path)")
     if isinstance(source, TfliteGraph):
         graph = source
     elif isinstance(source, (str, os.PathLike)):
@@ -363,7 +391,8 @@ def load_tflite_weights(model: nn.Module, source: str | os.PathLike | TfliteGrap
     convs, units = graph.conv_weights(), list(_units(model))
     if len(convs) != len(units):
         raise ValueError(f"{graph.path.name} has {len(convs)} convolutions, {type(model).__name__} has "
-                         f"{len(units)}: the file is not this architecture (is it the selfie segmenter?)")
+                         f"{len(units)}: the file is not this architecture (selfie_segmentation.tflite's weights "
+                         f"fit only selfie_segmenter()'s architecture)")
     for i, ((op, w, b), (conv, norm)) in enumerate(zip(convs, units)):
         _load_unit(conv, norm, op.kind, w, b, f"{graph.path.name} op {op.index} (conv {i})")
     return model.eval()
@@ -376,5 +405,7 @@ def mediapipe_selfie(path: str | os.PathLike | TfliteGraph) -> SelfieSegmenter:
 
     Input: RGB in [0, 1], ``(B, 3, H, W)``; ``torch.sigmoid(model(x))`` is the person probability.
     """
-    torch.manual_seed(0)                     # the built model's initial weights are all replaced
-    return load_tflite_weights(selfie_segmenter(), path)
+    with torch.random.fork_rng(devices=[]):   # the initial weights are all replaced: leave the caller's RNG alone
+        torch.manual_seed(0)
+        model = selfie_segmenter()
+    return load_tflite_weights(model, path)

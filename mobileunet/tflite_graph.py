@@ -22,6 +22,7 @@ listed but left at 0).
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,10 +76,15 @@ class TfliteGraph:
         made_by = {o: op for op in self.ops for o in op.outputs}
         if tensor in made_by and made_by[tensor].kind == "DEQUANTIZE":
             tensor = made_by[tensor].inputs[0]
+        name = self.tensors[tensor]["name"] if 0 <= tensor < len(self.tensors) else "?"
         if tensor not in self.constants:
-            raise ValueError(f"tensor {tensor} ({self.tensors[tensor]['name']}) of {self.path.name} is computed, "
-                             f"not a constant")
-        return self.constants[tensor].astype(np.float32)
+            raise ValueError(f"tensor {tensor} ({name}) of {self.path.name} is computed, not a constant")
+        value = self.constants[tensor]
+        if value.dtype.kind != "f":                # int8/uint8 weights need their scale and zero point
+            raise ValueError(f"tensor {tensor} ({name}) of {self.path.name} is {value.dtype.name}, not a float "
+                             f"weight: an integer-quantised model, which this reader does not dequantise (it "
+                             f"widens float16 only); give the float model, e.g. one fetched by bash course.sh models")
+        return value.astype(np.float32)
 
     def conv_weights(self) -> list[tuple[Op, np.ndarray, np.ndarray | None]]:
         """``(op, weight, bias)`` of every convolution in execution order, in TFLite's layouts
@@ -123,7 +129,7 @@ def read_tflite(path: str | os.PathLike) -> TfliteGraph:
     Example:
         >>> g = read_tflite("data/models/selfie_segmentation.tflite")      # doctest: +SKIP
         >>> len(g.compute_ops), g.flops()                                  # doctest: +SKIP
-        (136, 126582784)
+        (136, 118431488)
     """
     path = _check_path(path)
     buf = path.read_bytes()
@@ -131,6 +137,14 @@ def read_tflite(path: str | os.PathLike) -> TfliteGraph:
         raise ValueError(f"{path.name} is not a TFLite model (no 'TFL3' FlatBuffer identifier in its first "
                          f"8 bytes): give a .tflite file, e.g. one fetched by bash course.sh models")
     tfl = _tflite()
+    try:
+        return _parse(tfl, path, buf)
+    except (struct.error, IndexError, KeyError, UnicodeDecodeError) as err:   # offsets past the end, bad indices
+        raise ValueError(f"{path.name} is truncated or corrupt ({type(err).__name__}: {err}): fetch it again "
+                         f"with bash course.sh models") from err
+
+
+def _parse(tfl, path: Path, buf: bytes) -> TfliteGraph:
     model = tfl.Model.GetRootAsModel(buf, 0)
     if model.SubgraphsLength() < 1:
         raise ValueError(f"{path.name} has no subgraph: not a model LiteRT can run")
@@ -142,7 +156,7 @@ def read_tflite(path: str | os.PathLike) -> TfliteGraph:
         code = model.OperatorCodes(i)
         custom = code.CustomCode()
         kinds.append(custom.decode() if custom else names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())])
-    ops = [_op(tfl, i, g.Operators(i), kinds, tensors) for i in range(g.OperatorsLength())]
+    ops = [_op(tfl, i, g.Operators(i), kinds, tensors, path.name) for i in range(g.OperatorsLength())]
     description = (model.Description() or b"").decode(errors="replace")
     return TfliteGraph(path, description, ops, tensors, constants,
                        tuple(int(t) for t in g.InputsAsNumpy()), tuple(int(t) for t in g.OutputsAsNumpy()))
@@ -157,11 +171,14 @@ def _tensors(model, g) -> tuple[list[dict], dict[int, np.ndarray]]:
         tensors.append({"name": t.Name().decode(), "shape": shape, "dtype": np.dtype(dtype).name if dtype else "?"})
         data = model.Buffers(t.Buffer()).DataAsNumpy() if t.Buffer() < model.BuffersLength() else 0
         if dtype is not None and not isinstance(data, int) and data.size:
-            constants[i] = np.frombuffer(data.tobytes(), dtype=dtype).reshape(shape)
+            value = np.frombuffer(data.tobytes(), dtype=dtype)
+            if value.size != int(np.prod(shape)):
+                raise IndexError(f"tensor {i} holds {value.size} numbers for its shape {shape}")
+            constants[i] = value.reshape(shape)
     return tensors, constants
 
 
-def _options(tfl, op, kind: str) -> dict:
+def _options(tfl, op, kind: str, where: str) -> dict:
     """The options a rebuild needs, read from the op's options table (or a custom op's packed struct)."""
     table = {"CONV_2D": tfl.Conv2DOptions, "DEPTHWISE_CONV_2D": tfl.DepthwiseConv2DOptions,
              "AVERAGE_POOL_2D": tfl.Pool2DOptions, "MAX_POOL_2D": tfl.Pool2DOptions,
@@ -175,7 +192,8 @@ def _options(tfl, op, kind: str) -> dict:
     o.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
     if kind == "RESIZE_BILINEAR":
         if o.AlignCorners():
-            raise ValueError("a RESIZE_BILINEAR with align_corners: not something this reader maps to PyTorch")
+            raise ValueError(f"{where} is a RESIZE_BILINEAR with align_corners=True, which this reader does not "
+                             f"map to PyTorch (it expects half-pixel centres, F.interpolate(align_corners=False))")
         return {"half_pixel": bool(o.HalfPixelCenters())}
     out = {"padding": _PADDING[o.Padding()], "stride": (o.StrideH(), o.StrideW())}
     if hasattr(o, "FusedActivationFunction"):
@@ -185,13 +203,13 @@ def _options(tfl, op, kind: str) -> dict:
     return out
 
 
-def _op(tfl, index: int, op, kinds: list[str], tensors: list[dict]) -> Op:
+def _op(tfl, index: int, op, kinds: list[str], tensors: list[dict], file: str = "the file") -> Op:
     kind = kinds[op.OpcodeIndex()]
     inputs = tuple(int(i) for i in op.InputsAsNumpy())
     outputs = tuple(int(i) for i in op.OutputsAsNumpy())
     shape = lambda i: tensors[i]["shape"] if i >= 0 else ()
     data_in = inputs[2] if kind == "TRANSPOSE_CONV" else inputs[0]
-    opts = _options(tfl, op, kind)
+    opts = _options(tfl, op, kind, f"op {index} of {file}")
     if kind in CONVS:
         w = shape(inputs[1])                                # OHWI or 1HWO: kh, kw in the middle
         opts["kernel"] = (w[1], w[2])
@@ -226,22 +244,24 @@ def op_counts(graph: TfliteGraph) -> list[dict]:
 
 def by_resolution(graph: TfliteGraph) -> list[dict]:
     """The compute ops grouped by the side of the map they write (256, 128, ... 1): how many, their channel
-    widths, FLOPs and share, and the kB of float32 activations they write (what memory traffic they cause)."""
+    widths, the convolutions' MFLOPs and their % of the total, and the MB of float32 activations the ops
+    write (what memory traffic they cause). Side 1 collects the ops that write a 1x1 map: global pools and
+    the 1x1 convs and sigmoids of the gates computed from them."""
     groups: dict[int, dict] = {}
     for op in graph.compute_ops:
         side = op.out_shape[1] if len(op.out_shape) == 4 else 1
         g = groups.setdefault(side, {"map side": side, "ops": 0, "convs": 0, "widths": set(), "MFLOPs": 0.0,
-                                     "activations kB": 0.0})
+                                     "activations MB": 0.0})
         g["ops"] += 1
         g["convs"] += op.kind in CONVS
         g["widths"].add(op.out_shape[-1])
         g["MFLOPs"] += op.flops / 1e6
-        g["activations kB"] += 4 * int(np.prod(op.out_shape)) / 1e3
+        g["activations MB"] += 4 * int(np.prod(op.out_shape)) / 1e6
     total = sum(g["MFLOPs"] for g in groups.values())
     rows = sorted(groups.values(), key=lambda g: -g["map side"])
     for g in rows:
         g["widths"] = ", ".join(map(str, sorted(g["widths"])))
-        g["FLOPs share"] = g["MFLOPs"] / total
+        g["FLOPs %"] = 100 * g["MFLOPs"] / total
     return rows
 
 

@@ -12,9 +12,9 @@ from mobileunet import mediapipe as mp
 from mobileunet import models
 from mobileunet.checkpoint import load_checkpoint, save_checkpoint
 from mobileunet.profile import count_flops
-from mobileunet.tflite_graph import read_tflite
-from mobileunet.selfie import (SameConv2d, SkipGateBlock, selfie_student, load_tflite_weights,
-                               mediapipe_selfie, selfie_segmenter)
+from mobileunet.tflite_graph import Op, TfliteGraph, read_tflite
+from mobileunet.selfie import (SELFIE_BLOCKS, SameConv2d, SelfieEncoder, SkipGateBlock, selfie_student,
+                               load_tflite_weights, mediapipe_selfie, selfie_segmenter)
 
 NEED_SELFIE = pytest.mark.skipif(not mp.available("selfie_segmentation"),
                                  reason=f"selfie_segmentation.tflite not fetched: run {mp.FETCH}")
@@ -97,6 +97,36 @@ def test_bad_sources_give_clear_errors(tmp_path):
         read_tflite(b"TFL3")
 
 
+def test_a_corrupt_file_names_itself_and_the_fetch(tmp_path):
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(b"\xff\xff\xff\x7fTFL3" + bytes(64))          # the root table points past the end
+    with pytest.raises(ValueError, match=r"corrupt\.tflite is truncated or corrupt.*course\.sh models"):
+        read_tflite(corrupt)
+
+
+def test_bad_inputs_and_tables_give_clear_errors():
+    m = selfie_segmenter().eval()
+    with pytest.raises(TypeError, match=r"float tensor, RGB in \[0, 1\], got torch.uint8: use x.float\(\) / 255"):
+        m(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"row 2 of the encoder table .*7 values, \(kernel, hidden, out_ch, SE, act"):
+        SelfieEncoder(blocks=[SELFIE_BLOCKS[0], SELFIE_BLOCKS[1][:6]])
+    with pytest.raises(ValueError, match=r"row 1 of the encoder table has act='RELU': use one of \['HS', 'RE'\]"):
+        SelfieEncoder(blocks=[(3, 16, 16, True, "RELU", 2, 4)])
+    with pytest.raises(ValueError, match="row 1's hidden"):
+        SelfieEncoder(blocks=[(3, "16", 16, True, "RE", 2, 4)])
+    with pytest.raises(TypeError, match="nn.Module"):
+        load_tflite_weights("x", m)
+
+
+def test_an_integer_weight_is_refused_not_cast(tmp_path):
+    conv = Op(0, "CONV_2D", (0, 1, 2), (3,), (1, 8, 8, 2), (1, 8, 8, 4), kernel=(1, 1))
+    tensors = [{"name": n, "shape": (), "dtype": "?"} for n in ("x", "w", "b", "y")]
+    graph = TfliteGraph(tmp_path / "int8.tflite", "", [conv], tensors,
+                        {1: np.ones((4, 1, 1, 2), np.int8), 2: np.zeros(4, np.int32)})
+    with pytest.raises(ValueError, match=r"tensor 1 \(w\) of int8.tflite is int8.*integer-quantised"):
+        graph.conv_weights()
+
+
 def photo_input(name: str) -> torch.Tensor:
     """A bundled photo resized to the selfie model's 256x256, as (1, 3, 256, 256) RGB in [0, 1]."""
     from skimage.transform import resize
@@ -142,3 +172,26 @@ def test_the_rebuild_matches_litert_on_photos(photo):
         got = torch.sigmoid(mediapipe_selfie(mp.model_path("selfie_segmentation"))(x)).numpy()
     assert np.abs(got[0, 0] - want[0, ..., 0]).max() < 1e-3
     assert 0.2 < (want > 0.5).mean() < 0.8, "a portrait: the person covers part of the frame"
+
+
+@NEED_TFLITE
+@NEED_SELFIE
+def test_the_production_files_errors_are_clear(tmp_path, monkeypatch):
+    import tflite
+
+    path = mp.model_path("selfie_segmentation")
+    half = tmp_path / "half.tflite"
+    half.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"half\.tflite is truncated or corrupt.*course\.sh models"):
+        read_tflite(half)
+    with pytest.raises(ValueError, match=r"fit only selfie_segmenter\(\)'s architecture"):
+        load_tflite_weights(selfie_student(), path)
+    torch.manual_seed(7)
+    want = torch.rand(3)
+    torch.manual_seed(7)
+    mediapipe_selfie(path)
+    assert torch.equal(torch.rand(3), want), "loading the weights must leave the caller's RNG where it was"
+    monkeypatch.setattr(tflite.ResizeBilinearOptions, "AlignCorners", lambda self: True)
+    with pytest.raises(ValueError, match=r"op \d+ of selfie_segmentation\.tflite is a RESIZE_BILINEAR with "
+                                         r"align_corners"):
+        read_tflite(path)
