@@ -16,7 +16,10 @@ teacher, this scores:
   step, so a network that drew them perfectly; and the same with a plain
   bilinear resize instead of the lift;
 * the ceiling with the shipped student's lightness and the teacher's smoothing,
-  and the other way round: which of the two things it draws costs more;
+  and the other way round: which of the two things it draws costs more; and
+  the self-guided filter's smoothing with the teacher's lightness, and with its
+  own CIELAB lightness: the cartoon with no network at all, the baseline the
+  network has to beat;
 * at half resolution, against the teacher's pooled smoothing: the input, the
   self-guided filter (``models.self_guided_smooth``) over a grid of passes,
   radii and ``eps`` (the best is ``models.SMOOTH_BASE``), and the shipped
@@ -36,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from mobileunet.checkpoint import load_checkpoint
-from mobileunet.effects import lines_from_lightness, quantise_lightness
+from mobileunet.effects import cielab_lightness, lines_from_lightness, quantise_lightness
 from mobileunet.env import data_dir
 from mobileunet.metrics import psnr
 from mobileunet.models import SMOOTH_BASE, guided_upsample, self_guided_smooth
@@ -73,6 +76,7 @@ def main(argv=None) -> int:
     smooth, light = pool(hints[:, :3]), pool(hints[:, 3:])
     with torch.no_grad():
         drawn = student.half_resolution(x)
+        filtered = self_guided_smooth(pool(x), **SMOOTH_BASE)
         rows = [
             {"image": "teacher recomposed from its own stages (full resolution)",
              "psnr": score((quantise_lightness(hints[:, :3]) * lines_from_lightness(hints[:, 3:])).clamp(0, 1),
@@ -85,6 +89,10 @@ def main(argv=None) -> int:
              "psnr": score(compose(student, x, smooth, drawn[:, 3:]), target)},
             {"image": "the student's smoothing + the teacher's lightness",
              "psnr": score(compose(student, x, drawn[:, :3], light), target)},
+            {"image": "the self-guided filter's smoothing + the teacher's lightness",
+             "psnr": score(compose(student, x, filtered, light), target)},
+            {"image": "no network: the filter's smoothing, the lightness of it (CIELAB)",
+             "psnr": score(compose(student, x, filtered, cielab_lightness(filtered)), target)},
             {"image": "the student (shipped)", "psnr": score(student(x), target)},
         ]
         x_lo = pool(x)

@@ -71,3 +71,21 @@ def test_every_lesson_names_the_kernel_the_set_up_registers():
              for nb in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
     assert set(names.values()) == {"mobileunet"}, names
     assert "--name mobileunet" in (root / "course.sh").read_text()
+
+
+def test_strip_widgets_turns_a_widgets_repr_into_a_note_and_no_stored_lesson_shows_one(tmp_path):
+    from pathlib import Path
+
+    from mobileunet.nbtools import WIDGET_NOTE
+
+    view = {"output_type": "display_data", "metadata": {},
+            "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "x"},
+                     "text/plain": ["VBox(children=(FloatSlider(value=0.5),))"]}}
+    nb = {"cells": [{"cell_type": "code", "outputs": [view]}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "x.ipynb"
+    path.write_text(json.dumps(nb))
+    strip_widgets(path)
+    assert json.loads(path.read_text())["cells"][0]["outputs"][0]["data"]["text/plain"] == [WIDGET_NOTE]
+    for lesson in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        text = lesson.read_text()
+        assert "VBox(children=" not in text and "HBox(children=" not in text, lesson.name

@@ -142,6 +142,13 @@ QUOTED = [
     Q(L06, SCORES, r"here:\s+PSNR [\d.]+ dB, SSIM " + NUM, r"\*\*[\d.]+ dB, SSIM " + NUM + r", line F1"),
     Q(L06, SCORES, r"here:\s+PSNR [\d.]+ dB, SSIM [\d.]+, line F1 " + NUM, r"SSIM [\d.]+, line F1 " + NUM + r"\*\*"),
     Q(L06, SPEED, row("teacher (cartoon effect)", 2), r"cartoon\s+teacher " + NUM + r" ms"),
+    # lesson 06's error analysis (benchmarks/results/effect_ceiling.md, printed in the lesson)
+    *(Q("benchmarks/results/effect_ceiling.md", None, row(label, 1), readme) for label, readme in (
+        ("ceiling: the teacher's stages, pooled, through the guided lift", r"would score " + NUM + r" dB, so"),
+        ("the student's smoothing + the teacher's lightness", r"teacher's lightness,\s+" + NUM + r" dB, so"),
+        ("no network: the filter's smoothing, the lightness of it (CIELAB)", r"scores\s+" + NUM + r" dB, and the"),
+        ("self-guided filter {'passes': 2, 'radius': 3, 'eps': 0.03}", r"self-guided filter alone\s+" + NUM + r":"),
+        ("the shipped student's smoothed image", r"that\s+smoothing is " + NUM + r" dB from"))),
     Q(L06, SPEED, r"\| student\s+\| onnxruntime\s+\| " + NUM, r"the student " + NUM + r" ms in ONNX\s+Runtime"),
     Q(L06, SPEED, r"is " + NUM + r"x faster than the teacher", r"\*\*" + NUM + r"x faster\*\* \(targets"),
     # lesson 08: the effect student's pipeline with BlazeFace (README "Lesson 08")
