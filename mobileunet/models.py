@@ -389,6 +389,13 @@ def self_guided_smooth(x: torch.Tensor, passes: int = 2, radius: int = 3, eps: f
     Tang (ECCV 2010) show it behaves like a bilateral filter at a fraction of
     its cost; lesson 06 uses it as the start the effect student corrects.
     """
+    whole_number("passes", passes, 1, 8, fix="the self-guided filter's passes")
+    whole_number("radius", radius, 1, 8, fix="the self-guided filter's window radius")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise ValueError(f"eps={eps!r}: the self-guided filter's ridge, a number in (0, 1), e.g. 0.03")
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"expected a (B, C, H, W) tensor, got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
     for _ in range(passes):
         mean = box_filter(x, radius)                               # the guide is the source: 2 box filters, not 4
         var = box_filter(x * x, radius) - mean * mean

@@ -527,6 +527,12 @@ def test_self_guided_smooth_flattens_texture_and_keeps_an_edge():
     blurred = torch.nn.functional.avg_pool2d(noisy, 7, stride=1, padding=3, count_include_pad=False)
     contrast = lambda t: float(t[..., 16:18].mean() - t[..., 14:16].mean())  # noqa: E731
     assert contrast(out) > 0.5 > contrast(blurred)                            # the edge kept, unlike a box blur
+    with pytest.raises(ValueError, match="passes"):
+        self_guided_smooth(noisy, passes=0)
+    with pytest.raises(ValueError, match="eps"):
+        self_guided_smooth(noisy, eps=2.0)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        self_guided_smooth(noisy[0])
 
 
 def test_a_hint_only_run_trains_the_half_resolution_image_and_is_refused_for_other_students(tmp_path):
