@@ -42,7 +42,7 @@ from mobileunet.checkpoint import load_checkpoint
 from mobileunet.effects import cielab_lightness, lines_from_lightness, quantise_lightness
 from mobileunet.env import data_dir
 from mobileunet.metrics import psnr
-from mobileunet.models import SMOOTH_BASE, guided_upsample, self_guided_smooth
+from mobileunet.models import SMOOTH_BASE, self_guided_smooth
 from mobileunet.photos import PairSpec, teacher_hints, teacher_pairs
 from mobileunet.tables import format_table
 
@@ -51,14 +51,13 @@ pool = lambda t: F.avg_pool2d(t, 2, ceil_mode=True)  # noqa: E731
 
 
 def compose(student, x: torch.Tensor, smooth_lo: torch.Tensor, light_lo: torch.Tensor, lift: str = "guided"):
-    """The student's cheap steps on given half-resolution drawings: quantiser, lift (or bilinear), lines."""
-    y = torch.cat([quantise_lightness(smooth_lo), light_lo], 1)
-    guide_lo, guide = student._guides(x)
+    """The student's fixed steps on given half-resolution drawings; ``lift="bilinear"`` swaps the guided
+    lift for a plain resize (the quantiser and the line step as the student's)."""
+    drawn = torch.cat([smooth_lo, light_lo], 1)
     if lift == "guided":
-        y = guided_upsample(guide_lo, y, guide, student.radius, student.eps)
-    else:
-        y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    y = y.clamp(0, 1)
+        return student.after_half_resolution(x, drawn)
+    y = torch.cat([quantise_lightness(smooth_lo), light_lo], 1)
+    y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
     return (y[:, :3] * lines_from_lightness(y[:, 3:])).clamp(0, 1)
 
 

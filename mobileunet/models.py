@@ -468,15 +468,30 @@ class GuidedEffectStudent(EffectStudent):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}: "
                              f"check the channel count or add a batch dimension with x[None]")
-        C = x.shape[1]
-        guide_lo, guide = self._guides(x)
-        y = self._half(guide_lo)                                        # (B, C or C+1, H/2, W/2)
+        guides = self._guides(x)
+        return self._after(self._half(guides[0]), guides)
+
+    def after_half_resolution(self, x: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
+        """The student's output for input ``x`` had its network drawn ``drawn`` at half resolution.
+
+        ``drawn`` is shaped like ``half_resolution(x)``; the rest is the fixed
+        part of the student (the exact quantiser, the guided lift, the exact line
+        step), so ``after_half_resolution(x, half_resolution(x)) == model(x)``.
+        ``benchmarks/effect_ceiling.py`` feeds it the teacher's own images.
+        """
+        guides = self._guides(x)
+        if drawn.shape != (x.shape[0], guides[0].shape[1], *guides[0].shape[-2:]):
+            raise ValueError(f"drawn has shape {tuple(drawn.shape)}; for this input it must be "
+                             f"{(x.shape[0], guides[0].shape[1], *guides[0].shape[-2:])}, as half_resolution(x)")
+        return self._after(drawn, guides)
+
+    def _after(self, y: torch.Tensor, guides: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        C = self.in_channels
         if self.exact_quantise:                  # at half resolution: a quarter of the work, and it scored higher
             y = torch.cat([quantise_lightness(y[:, :C], straight_through=True), y[:, C:]], 1)
-        y = guided_upsample(guide_lo, y, guide, self.radius, self.eps).clamp(0, 1)  # (B, ., H, W)
+        y = guided_upsample(guides[0], y, guides[1], self.radius, self.eps).clamp(0, 1)  # (B, ., H, W)
         if not self.exact_lines:
             return y
-
         return (y[:, :C] * lines_from_lightness(y[:, C:])).clamp(0, 1)  # (B, 3, H, W)
 
     def _guides(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

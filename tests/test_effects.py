@@ -551,3 +551,16 @@ def test_a_hint_only_run_trains_the_half_resolution_image_and_is_refused_for_oth
         guided_effect_student(smooth_base=True)
     with pytest.raises(ValueError, match="perceptual=0"):
         EffectConfig(hint=1.0, perceptual=1.0)
+
+
+@pytest.mark.parametrize("smooth_base", [False, True])
+def test_after_half_resolution_is_the_rest_of_the_forward_pass(smooth_base):
+    from mobileunet.models import guided_effect_student
+
+    torch.manual_seed(0)
+    model = guided_effect_student(exact_quantise=True, smooth_base=smooth_base).eval()
+    x = torch.rand(2, 3, 45, 62)
+    with torch.no_grad():
+        assert torch.equal(model.after_half_resolution(x, model.half_resolution(x)), model(x))
+    with pytest.raises(ValueError, match="as half_resolution"):
+        model.after_half_resolution(x, torch.rand(2, 3, 23, 31))
