@@ -1,6 +1,6 @@
 """MediaPipe's selfie segmenter, read, rebuilt, and trained on the cells beside the course's students.
 
-    python benchmarks/selfie_students.py        # about 4 minutes on 2 busy cores: 3 models x 3 seeds, 3 passes
+    python benchmarks/selfie_students.py        # about 12 minutes on 2 busy cores: 4 models x 3 seeds, 3 passes
     python benchmarks/selfie_students.py --steps 30 --seeds 0 --rounds 10 --passes 1    # a quick look
 
 Four parts, written to ``benchmarks/results/selfie_students.{json,md}`` (lesson 04's last section prints them):
@@ -9,16 +9,18 @@ Four parts, written to ``benchmarks/results/selfie_students.{json,md}`` (lesson 
   by map size (deterministic: ``--anatomy-only`` rewrites it, and the markdown, from the stored json);
 * **parity**: the PyTorch rebuild with Google's weights (``selfie.mediapipe_selfie``) against LiteRT
   on bundled photos, max abs difference of the probabilities;
-* **cells**: ``default_student``, ``selfie_segmenter`` (MediaPipe's architecture, trained from scratch)
-  and ``selfie_student`` trained with lesson 04's budget (300 steps, batch 8, 64x64 crops of 240
-  128x128 images, border-weighted BCE, lr 3e-3; one CPU thread), each with ``--seeds``; validation IoU and
-  instance F1 on 60 images;
-* **latency**: the three (RGB, random weights: a forward pass costs the same) in ONNX Runtime and the
-  selfie ``.tflite`` in LiteRT, 1 thread, 256x256, every runner once per round (``profile.measure_latency``),
+* **cells**: ``default_student``, ``selfie_segmenter`` (MediaPipe's architecture, trained from scratch),
+  ``selfie_student`` and ``lean_selfie_student`` trained with lesson 04's budget (300 steps, batch 8,
+  64x64 crops of 240 128x128 images, border-weighted BCE, lr 3e-3; one CPU thread), each with ``--seeds``;
+  validation IoU and instance F1 on 60 images, of the eager model and of its int8 ExecuTorch export
+  (PT2E, calibrated on 16 unlabelled cells images, run from the ``.pte``);
+* **latency**: the four (RGB, random weights: a forward pass costs the same) in ONNX Runtime and in
+  ExecuTorch/XNNPACK fp32 and int8 (``export.export``; int8 calibrated on 8 photos), and the selfie
+  ``.tflite`` in LiteRT, 1 thread, 256x256, every runner once per round (``profile.measure_latency``),
   ``--passes`` times.
 
-Needs the model (``bash course.sh models``), LiteRT and the tflite parser (the ``mediapipe`` extra);
-without them it says so and exits with status 1.
+Needs the model (``bash course.sh models``), LiteRT and the tflite parser (the ``mediapipe`` extra) and
+ExecuTorch (the ``export`` extra); without them it says so and exits with status 1.
 """
 from __future__ import annotations
 
@@ -26,18 +28,22 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mobileunet import export as ex
 from mobileunet import mediapipe as mp
 from mobileunet import models
 from mobileunet.bench import machine_info
 from mobileunet.data import cells_splits
 from mobileunet.env import set_seed
 from mobileunet.losses import weighted_bce_loss
+from mobileunet.metrics import instance_f1, iou
 from mobileunet.profile import count_flops, count_params, measure_latency
 from mobileunet.selfie import mediapipe_selfie
 from mobileunet.tables import format_table
@@ -46,8 +52,10 @@ from mobileunet.train import TrainConfig, evaluate, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZE = 256
-STUDENTS = ("default_student", "selfie_segmenter", "selfie_student")
+STUDENTS = ("default_student", "selfie_segmenter", "selfie_student", "lean_selfie_student")
 LITERT = "MediaPipe selfie segmentation (.tflite)"
+EXPORTED = {"executorch": False, "executorch-int8": True}      # runtime: int8?
+RUNTIME_ORDER = ("onnxruntime", *EXPORTED, "litert")
 LATENCY_COLUMNS = ["pass", "model", "runtime", "median_ms", "iqr_ms", "min_ms", "runs"]
 PHOTOS = ("astronaut", "grace_hopper", "chelsea", "coffee", "rocket")
 
@@ -85,10 +93,22 @@ def train_cells(steps: int, seeds: list[int]) -> list[dict]:
             cfg = TrainConfig(steps=steps, batch_size=8, crop=64, loss=weighted_bce_loss, eval_every=steps,
                               seed=seed, device="cpu", desc=f"{name} seed {seed}")
             hist = train(model, train_set, val_set, cfg)
-            scores = evaluate(model, val_set)
+            scores, q = evaluate(model, val_set), int8_scores(model, val_set)
             rows.append({"model": name, "seed": seed, "val IoU": scores["iou"],
-                         "instance F1": scores["instance_f1"], "train s": round(hist["seconds"], 1)})
+                         "instance F1": scores["instance_f1"], "int8 IoU": q["iou"], "int8 instance F1": q["f1"],
+                         "train s": round(hist["seconds"], 1)})
     return rows
+
+
+def int8_scores(model: torch.nn.Module, val_set) -> dict:
+    """IoU and instance F1 of ``model`` exported to an int8 ``.pte`` (PT2E, calibrated on unlabelled
+    cells), run by ExecuTorch on each validation image."""
+    images, masks = val_set.images, val_set.masks
+    with tempfile.TemporaryDirectory() as tmp:
+        e = ex.export(model, Path(tmp) / "int8.pte", "pte", int8=True, size=tuple(images.shape[-2:]))
+        run = ex.load_runner(e.path, threads=1)
+        probs = torch.cat([torch.sigmoid(run(f)) for f in images.split(1)])
+    return {"iou": iou(probs, masks), "f1": instance_f1(probs, val_set.labels)["instance_f1"]}
 
 
 def mean_rows(rows: list[dict]) -> list[dict]:
@@ -97,7 +117,10 @@ def mean_rows(rows: list[dict]) -> list[dict]:
         mine = [r for r in rows if r["model"] == name]
         out.append({"model": name, "seeds": len(mine), "mean val IoU": float(np.mean([r["val IoU"] for r in mine])),
                     "lowest IoU": min(r["val IoU"] for r in mine), "highest IoU": max(r["val IoU"] for r in mine),
-                    "mean instance F1": float(np.mean([r["instance F1"] for r in mine]))})
+                    "mean instance F1": float(np.mean([r["instance F1"] for r in mine])),
+                    "mean int8 IoU": float(np.mean([r["int8 IoU"] for r in mine])),
+                    "lowest int8 IoU": min(r["int8 IoU"] for r in mine),
+                    "mean int8 instance F1": float(np.mean([r["int8 instance F1"] for r in mine]))})
     return out
 
 
@@ -107,7 +130,7 @@ def latency(path: Path, rounds: int, passes: int) -> tuple[list[dict], dict]:
     x = torch.zeros(1, 3, SIZE, SIZE)
     facts = {name: {"params": count_params(m), "gflops": count_flops(m, x) / 1e9} for name, m in nets.items()}
     rgb = np.random.default_rng(0).random((1, SIZE, SIZE, 3), dtype=np.float32)
-    extra = {(LITERT, "litert"): mp.timed(path, rgb)}
+    extra = {(LITERT, "litert"): mp.timed(path, rgb), **exported(nets, facts)}
     rows = []
     for p in range(1, passes + 1):
         print(f"[selfie_students] latency pass {p}/{passes}", flush=True)
@@ -117,14 +140,31 @@ def latency(path: Path, rounds: int, passes: int) -> tuple[list[dict], dict]:
     return rows, facts
 
 
+def exported(nets: dict, facts: dict) -> dict:
+    """``{(model, runtime): make(threads)}``: each model as an ExecuTorch/XNNPACK ``.pte``, fp32 and int8
+    (calibrated on 8 photos), for ``measure_latency(extra=...)``; what XNNPACK left out goes in ``facts``."""
+    folder = Path(tempfile.mkdtemp(prefix="selfie-students-"))
+    x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    calibration = ex.calibration_frames(nets[STUDENTS[0]], SIZE, n=8)
+    out = {}
+    for name, model in nets.items():
+        for rt, int8 in EXPORTED.items():
+            e = ex.export(model, folder / f"{name}-{rt}.pte", "pte", int8=int8, size=SIZE, calibration=calibration)
+            facts[name][f"{rt} outside delegate"] = e.outside_delegate
+            out[(name, rt)] = ex.timed(e.path, x)
+    return out
+
+
 def ratios(rows: list[dict]) -> list[dict]:
-    """Each ORT model's median over LiteRT's, per pass, then their range across passes."""
-    ms = {(r["pass"], r["model"]): r["median_ms"] for r in rows}
+    """Each (model, runtime)'s median over LiteRT's, per pass, then their range across passes."""
+    ms = {(r["pass"], r["model"], r["runtime"]): r["median_ms"] for r in rows}
+    passes = sorted({r["pass"] for r in rows})
     out = []
     for name in STUDENTS:
-        xs = [ms[p, name] / ms[p, LITERT] for p in sorted({r["pass"] for r in rows})]
-        out.append({"ratio": f"{name} (ORT) / {LITERT} (LiteRT)", "median x": float(np.median(xs)),
-                    "lowest x": min(xs), "highest x": max(xs), "passes": len(xs)})
+        for rt in RUNTIME_ORDER[:-1]:
+            xs = [ms[p, name, rt] / ms[p, LITERT, "litert"] for p in passes]
+            out.append({"model": name, "runtime": rt, f"x {LITERT} (LiteRT)": float(np.median(xs)),
+                        "lowest x": min(xs), "highest x": max(xs), "passes": len(xs)})
     return out
 
 
@@ -140,11 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.rounds < 3 or args.passes < 1:
         parser.error("need --steps >= 1, --rounds >= 3 and --passes >= 1")
     missing = [] if mp.available("selfie_segmentation") else [f"selfie_segmentation.tflite ({mp.FETCH})"]
-    for module in ("ai_edge_litert", "tflite"):
+    for module, install in (("ai_edge_litert", mp.INSTALL), ("tflite", mp.INSTALL), ("executorch", ex.INSTALL)):
         try:
             __import__(module)
         except ImportError:
-            missing.append(f"{module} ({mp.INSTALL})")
+            missing.append(f"{module} ({install})")
     if missing:
         print(f"cannot run: missing {', '.join(missing)}", file=sys.stderr)
         return 1
@@ -156,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         if v != parser.get_default(k))
     start, machine = time.perf_counter(), machine_info()
     machine["litert"] = __import__("ai_edge_litert").__version__
+    machine["executorch"] = version("executorch")
     path = mp.verify("selfie_segmentation")
     anatomy = read_anatomy(path)
     same = parity(path)
@@ -197,16 +238,24 @@ def rewrite_anatomy() -> int:
 
 
 def summary(out: dict) -> list[dict]:
-    """One row per model: params, GFLOPs, median ms over the passes, mean IoU and instance F1."""
+    """One row per (model, runtime): params, GFLOPs, median ms over the passes, its ratio to LiteRT's
+    (median of the passes' ratios), mean IoU and instance F1 of the model that runtime runs (int8 rows:
+    the int8 export's)."""
     by = {r["model"]: r for r in out["cells_mean"]}
+    ratio = {(r["model"], r["runtime"]): r for r in out["ratios"]}
     rows = []
-    for name in [*STUDENTS, LITERT]:
-        ms = [r["median_ms"] for r in out["latency"] if r["model"] == name]
-        cells = by.get(name, {})
+    for name, rt in [(n, rt) for n in STUDENTS for rt in RUNTIME_ORDER[:-1]] + [(LITERT, "litert")]:
+        ms = [r["median_ms"] for r in out["latency"] if (r["model"], r["runtime"]) == (name, rt)]
+        if not ms:
+            continue
+        cells, q = by.get(name, {}), "int8 " if rt.endswith("int8") else ""
         facts = out["facts"].get(name, {"params": out["anatomy"]["params"], "gflops": out["anatomy"]["gflops"]})
-        rows.append({"model": name, "runtime": "litert" if name == LITERT else "onnxruntime",
-                     "params": facts["params"], "GFLOPs": facts["gflops"], "median ms": float(np.median(ms)),
-                     "cells IoU": cells.get("mean val IoU", ""), "instance F1": cells.get("mean instance F1", "")})
+        x = ratio.get((name, rt), {})
+        rows.append({"model": name, "runtime": rt, "params": facts["params"], "GFLOPs": facts["gflops"],
+                     "median ms": float(np.median(ms)), "x LiteRT": x.get(f"x {LITERT} (LiteRT)", 1.0),
+                     "x range": f"{x['lowest x']:.2f}-{x['highest x']:.2f}" if x else "",
+                     "cells IoU": cells.get(f"mean {q}val IoU" if not q else "mean int8 IoU", ""),
+                     "instance F1": cells.get(f"mean {q}instance F1", "")})
     return rows
 
 
@@ -214,13 +263,17 @@ def markdown(out: dict) -> str:
     m, a = out["machine"], out["anatomy"]
     return (
         f"# MediaPipe's selfie segmenter: anatomy, rebuild, and students on the cells\n\n"
-        f"Command: `{out['command']}` ({out['seconds']} s). {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
-        f"onnxruntime {m.get('onnxruntime', '-')}, LiteRT {m['litert']}; load average {m.get('load_avg_start')} "
+        f"Command: `{out['command']}` ({out['seconds']} s). {m['cpu']} ({', '.join(m.get('cpu_simd', [])) or '-'}), "
+        f"{m['cores']} cores, torch {m['torch']}, onnxruntime {m.get('onnxruntime', '-')}, executorch "
+        f"{m.get('executorch', '-')}, LiteRT {m['litert']}; load average {m.get('load_avg_start')} "
         f"-> {m.get('load_avg_end')}; {m['date']}.\n\n"
         f"## Summary (1 thread, 256x256; ms: median of the passes' medians; IoU: mean over seeds)\n\n"
         f"{format_table(summary(out), floatfmt='.3g')}\n\n"
-        f"Cells budget: {out['budget']}. params and GFLOPs of the students for RGB input, of the .tflite "
-        f"from its graph (convolutions only, 2 FLOPs per multiply-add).\n\n"
+        f"Cells budget: {out['budget']}. x LiteRT: the row's median over LiteRT's in the same pass, the "
+        f"median of the passes (x range: lowest-highest). IoU and F1 of the int8 rows: the trained models "
+        f"exported to int8 ExecuTorch and run from the .pte on the same validation images. params and "
+        f"GFLOPs of the students for RGB input, of the .tflite from its graph (convolutions only, 2 FLOPs "
+        f"per multiply-add).\n\n"
         f"## Ratios of medians across passes\n\n{format_table(out['ratios'], floatfmt='.2f')}\n\n"
         f"## Anatomy: `{a['description']}`\n\n{a['compute ops']} compute ops, {a['gflops']:.3f} GFLOPs, "
         f"{a['params']:,} parameters: its float weights and biases (`mediapipe_peers.md` counts "

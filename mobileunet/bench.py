@@ -99,7 +99,8 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    simd = [f for f in ("avx512f", "avx512_vnni", "avx_vnni", "avx2", "fma", "neon", "asimd", "asimddp") if f in flags]
+    simd = [f for f in ("avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "avx2", "fma",
+                        "neon", "asimd", "asimddp") if f in flags]
     info = {"cpu": cpu, "cpu_simd": simd, "cores": os.cpu_count(), "machine": platform.machine(),
             "python": platform.python_version(), "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d %H:%M %Z")}

@@ -559,4 +559,5 @@ def guided_effect_student(residual: bool = True, exact_lines: bool = True, exact
 
 # --- MediaPipe's selfie segmenter, rebuilt (lesson 04, section 8) -------------------------------
 
-from .selfie import selfie_segmenter, selfie_student  # noqa: E402,F401  (builders that join the registry)
+from .selfie import (  # noqa: E402,F401  (builders that join the registry)
+    lean_selfie_student, selfie_segmenter, selfie_student)

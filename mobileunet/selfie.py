@@ -111,15 +111,19 @@ def check_row(row, where: str = "row") -> tuple:
     return tuple(row)
 
 
-def selfie_block(row: tuple, in_ch: int) -> nn.Module:
-    """One row of ``SELFIE_BLOCKS`` as the course's ``InvertedResidual``, strided convs padded ``SAME``."""
+def selfie_block(row: tuple, in_ch: int, strided_conv: type[nn.Conv2d] = SameConv2d,
+                 expand_same_width: bool = True) -> nn.Module:
+    """One row of ``SELFIE_BLOCKS`` as the course's ``InvertedResidual``; strided convs padded ``SAME``
+    unless ``strided_conv`` is ``nn.Conv2d`` (PyTorch's symmetric padding, see ``SelfieEncoder``).
+    A row whose hidden width equals its input's gets MediaPipe's 1x1 expand conv anyway unless
+    ``expand_same_width`` is False (then none, as in MobileNetV3-Small)."""
     kernel, hidden, out_ch, se, act, stride, _ = check_row(row)
     block = InvertedResidual(in_ch, out_ch, hidden, stride, kernel, act=ACTIVATIONS[act],
                              se=sigmoid_se if se else None)
     for unit in block.block:
-        if isinstance(unit, ConvNormAct):
+        if isinstance(unit, ConvNormAct) and strided_conv is SameConv2d:
             same_padding(unit)
-    if hidden != in_ch:
+    if hidden != in_ch or not expand_same_width:
         return block
     expand = ConvNormAct(in_ch, hidden, 1, activation_layer=ACTIVATIONS[act])   # InvertedResidual skips it
     return nn.Sequential(expand, block)
@@ -131,19 +135,35 @@ class SelfieEncoder(nn.Module):
     Honours the encoder contract of ``encoders.py`` down to stride 16: ``forward`` returns the maps at
     strides 2, 4, 8, 16 and ``out_channels`` their channel counts.
 
+    ``strided_conv``: ``SameConv2d`` pads the stride-2 convs as TensorFlow does, which Google's weights
+    need; ``nn.Conv2d`` keeps PyTorch's symmetric padding (the same output sizes), which ONNX Runtime
+    and XNNPACK fold into the conv instead of copying the padded map first. ``stem_act``: the stem's
+    activation (MediaPipe: hard-swish). ``expand_same_width``: see ``selfie_block``.
+
     Example:
         >>> [tuple(f.shape[1:]) for f in SelfieEncoder()(torch.zeros(1, 3, 256, 256))]
         [(16, 128, 128), (16, 64, 64), (24, 32, 32), (32, 16, 16)]
     """
 
-    def __init__(self, in_channels: int = 3, blocks: Sequence[tuple] = SELFIE_BLOCKS, stem_channels: int = 16):
+    def __init__(self, in_channels: int = 3, blocks: Sequence[tuple] = SELFIE_BLOCKS, stem_channels: int = 16,
+                 strided_conv: type[nn.Conv2d] = SameConv2d, stem_act: type[nn.Module] = nn.Hardswish,
+                 expand_same_width: bool = True):
         super().__init__()
         whole_number("in_channels", in_channels)
-        self.stem = same_padding(ConvNormAct(in_channels, stem_channels, 3, 2, activation_layer=nn.Hardswish))
+        if strided_conv not in (SameConv2d, nn.Conv2d):
+            raise TypeError(f"strided_conv={strided_conv!r}: give SameConv2d (TensorFlow's padding, for "
+                            f"Google's weights) or nn.Conv2d (PyTorch's symmetric padding)")
+        if not (isinstance(stem_act, type) and issubclass(stem_act, nn.Module)):
+            raise TypeError(f"stem_act={stem_act!r}: give an activation class such as nn.Hardswish or nn.ReLU")
+        if not isinstance(expand_same_width, bool):
+            raise TypeError(f"expand_same_width={expand_same_width!r}: give True (MediaPipe) or False")
+        self.stem = ConvNormAct(in_channels, stem_channels, 3, 2, activation_layer=stem_act)
+        if strided_conv is SameConv2d:
+            same_padding(self.stem)
         layers, ch, taps, stride = [], stem_channels, [0], 2
         blocks = [check_row(row, f"row {i}") for i, row in enumerate(blocks, start=1)]
         for i, row in enumerate(blocks, start=1):
-            layers.append(selfie_block(row, ch))
+            layers.append(selfie_block(row, ch, strided_conv, expand_same_width))
             ch, stride = row[2], stride * row[5]
             if row[-1]:
                 if row[-1] != stride:
@@ -214,6 +234,44 @@ class SkipGateBlock(nn.Module):
         return y + self.refine(y)
 
 
+def transposed_up(in_ch: int, out_ch: int) -> nn.ConvTranspose2d:
+    """MediaPipe's output: a learned 2x2 transposed conv, stride 2 (``Convolution2DTransposeBias``)."""
+    return nn.ConvTranspose2d(in_ch, out_ch, 2, stride=2)
+
+
+class ShuffleUp(nn.Sequential):
+    """A learned 2x upsample as a 1x1 conv to ``4 * out_ch`` channels -> ``PixelShuffle(2)``.
+
+    The same function as ``transposed_up``: a 2x2 transposed conv at stride 2 writes each output
+    pixel from the one input pixel above it, with one of four weight sets by its position in the 2x2
+    block; the 1x1 conv computes all four, the shuffle puts them in place. XNNPACK runs a transposed
+    conv with a generic kernel and this as a plain 1x1 conv (measured in
+    ``benchmarks/selfie_students.py``). ``from_transposed`` copies a transposed conv's weights in.
+
+    Example:
+        >>> ShuffleUp(16, 1)(torch.zeros(1, 16, 8, 8)).shape
+        torch.Size([1, 1, 16, 16])
+    """
+
+    def __init__(self, in_ch: int, out_ch: int):
+        whole_number("in_ch", in_ch)
+        whole_number("out_ch", out_ch)
+        super().__init__(nn.Conv2d(in_ch, 4 * out_ch, 1), nn.PixelShuffle(2))
+
+    @torch.no_grad()
+    def from_transposed(self, conv: nn.ConvTranspose2d) -> "ShuffleUp":
+        """Copy a ``ConvTranspose2d(in, out, 2, stride=2)``'s weights: then both give the same output."""
+        mine = self[0]
+        if not isinstance(conv, nn.ConvTranspose2d) or conv.weight.shape != (
+                mine.in_channels, mine.out_channels // 4, 2, 2) or conv.stride != (2, 2):
+            raise ValueError(f"{conv!r}: give a ConvTranspose2d({mine.in_channels}, {mine.out_channels // 4}, "
+                             f"2, stride=2)")
+        w = conv.weight.permute(1, 2, 3, 0)                   # (out, 2, 2, in): channel o*4 + 2*dy + dx
+        mine.weight.copy_(w.reshape(mine.out_channels, mine.in_channels, 1, 1))
+        mine.bias.copy_(conv.bias.repeat_interleave(4))
+        return self
+
+
 class SelfieSegmenter(nn.Module):
     """MediaPipe's selfie segmentation architecture: ``SelfieEncoder`` -> ``GatedHead`` -> decoder stages up
     to stride 2 -> a learned 2x2 transposed conv to full size. Returns logits.
@@ -232,6 +290,10 @@ class SelfieSegmenter(nn.Module):
     Any input size works: TensorFlow's ``SAME`` padding rounds odd sides up, and the output is cut
     back to the input's size.
 
+    Class attributes say how the layers are written: ``strided_conv``, ``stem_act`` and
+    ``expand_same_width`` (see ``SelfieEncoder``), and ``output_up`` (``transposed_up``);
+    ``LeanSelfieSegmenter`` changes them.
+
     Example:
         >>> SelfieSegmenter(in_channels=1)(torch.zeros(1, 1, 75, 90)).shape
         torch.Size([1, 1, 75, 90])
@@ -244,7 +306,8 @@ class SelfieSegmenter(nn.Module):
         whole_number("out_channels", out_channels)
         whole_number("head_channels", head_channels)
         whole_number("expand", expand, fix="the decoder's inverted-residual expansion")
-        self.encoder = SelfieEncoder(in_channels, blocks)
+        self.encoder = SelfieEncoder(in_channels, blocks, strided_conv=self.strided_conv, stem_act=self.stem_act,
+                                     expand_same_width=self.expand_same_width)
         skips = self.encoder.out_channels[-2::-1]                          # 24, 16, 16: strides 8, 4, 2
         self.head = GatedHead(self.encoder.out_channels[-1], head_channels)
         if decoder_channels is None:
@@ -254,12 +317,17 @@ class SelfieSegmenter(nn.Module):
             widths = _decoder_widths(decoder_channels, len(skips), head_channels)
             stages = [DecoderBlock(a, s, b, expand) for a, s, b in zip(widths, skips, widths[1:])]
         self.decoder = nn.ModuleList(stages)
-        self.out = nn.ConvTranspose2d(widths[-1], out_channels, 2, stride=2)
+        self.out = self.output_up(widths[-1], out_channels)
         self.in_channels, self.out_channels = in_channels, out_channels
         self._config = {"in_channels": in_channels, "out_channels": out_channels,
                         "blocks": [list(r) for r in blocks], "head_channels": head_channels,
                         "decoder_channels": None if decoder_channels is None else list(widths[1:]),
                         "expand": expand, "project_first": project_first}
+
+    strided_conv: type[nn.Conv2d] = SameConv2d       # TensorFlow's padding: Google's weights need it
+    stem_act: type[nn.Module] = nn.Hardswish
+    expand_same_width = True                           # MediaPipe's 1x1 16 -> 16 before its first block
+    output_up = staticmethod(transposed_up)
 
     @property
     def config(self) -> dict:
@@ -279,7 +347,8 @@ class SelfieSegmenter(nn.Module):
         y = self.head(feats[-1])                                           # (B, 128, H/16, W/16)
         for block, skip in zip(self.decoder, feats[-2::-1]):
             y = block(y, skip)                                             # (B, C', 2h, 2w)
-        return self.out(y)[..., :H, :W]                                    # (B, out, H, W)
+        y = self.out(y)                                                    # (B, out, 2h, 2w)
+        return y if y.shape[-2:] == (H, W) else y[..., :H, :W]            # no copy when the sides are even
 
 
 def _decoder_widths(decoder_channels, stages: int, head_channels: int) -> list[int]:
@@ -293,7 +362,26 @@ def _decoder_widths(decoder_channels, stages: int, head_channels: int) -> list[i
     return [head_channels, *map(int, decoder_channels)]
 
 
+class LeanSelfieSegmenter(SelfieSegmenter):
+    """``SelfieSegmenter`` with its layers written for the runtimes rather than for Google's weights:
+    PyTorch's symmetric padding on the strided convs (no padded copy of the map before each), a ReLU
+    stem, no 1x1 expand conv at 128x128 before the first block (MobileNetV3-Small has none), and the
+    learned 2x2 output as ``ShuffleUp`` (a 1x1 conv and a pixel shuffle, the same function as the
+    transposed conv). The same constructor; Google's weights do not load into it.
+
+    Example:
+        >>> LeanSelfieSegmenter(in_channels=1, decoder_channels=(24, 16, 16))(torch.zeros(1, 1, 75, 90)).shape
+        torch.Size([1, 1, 75, 90])
+    """
+
+    strided_conv = nn.Conv2d
+    stem_act = nn.ReLU
+    expand_same_width = False
+    output_up = ShuffleUp
+
+
 MODELS["SelfieSegmenter"] = SelfieSegmenter
+MODELS["LeanSelfieSegmenter"] = LeanSelfieSegmenter
 
 
 @register_builder("segmentation")
@@ -325,6 +413,22 @@ def selfie_student(in_channels: int = 3, out_channels: int = 1) -> SelfieSegment
         torch.Size([1, 1, 64, 64])
     """
     return SelfieSegmenter(in_channels, out_channels, decoder_channels=(24, 16, 16), expand=4)
+
+
+@register_builder("segmentation")
+def lean_selfie_student(in_channels: int = 3, out_channels: int = 1) -> LeanSelfieSegmenter:
+    """``selfie_student``'s layers (0.27 GFLOPs at 256x256 RGB) written the way ONNX Runtime and
+    XNNPACK run them fastest (``LeanSelfieSegmenter``): PyTorch's padding on the strided convs, a ReLU
+    stem, no extra expand conv at 128x128, and the 2x2 transposed output as a 1x1 conv and a pixel
+    shuffle.
+
+    What each change buys, and the cells IoU after lesson 04's budget: ``benchmarks/selfie_students.py``.
+
+    Example:
+        >>> lean_selfie_student(in_channels=1)(torch.zeros(1, 1, 64, 64)).shape
+        torch.Size([1, 1, 64, 64])
+    """
+    return LeanSelfieSegmenter(in_channels, out_channels, decoder_channels=(24, 16, 16), expand=4)
 
 
 # --- the official weights ----------------------------------------------------------------------

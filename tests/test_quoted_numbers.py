@@ -73,6 +73,7 @@ RUNTIMES = (("eager PyTorch", "fp32", "eager PyTorch", "fp32"), ("ONNX Runtime",
             ("ExecuTorch", "fp32, nearest", "ExecuTorch, nearest upsampling", "fp32"))
 """Lesson 07's table rows: (runtime, precision) in the notebook, then as README names them."""
 SELFIE_SUMMARY = "## Summary (1 thread, 256x256; ms: median of the passes' medians; IoU: mean over seeds)"
+SELFIE_RATIOS = "## Ratios of medians across passes"
 AT_256, VS = "## 256x256", "## The default student, 256x256, ONNX Runtime"
 
 
@@ -128,15 +129,26 @@ QUOTED = [
     Q(L04, CHOICE, r"instance F1 " + NUM + r" vs", r"instance F1 " + NUM + r" against [\d.]+ without it"),
     Q(L04, CHOICE, r"instance F1 [\d.]+ vs " + NUM, r"instance F1 [\d.]+ against " + NUM + r" without it"),
     # lesson 04's last section: the selfie segmenter's students on the cells (benchmarks/results/selfie_students.md)
-    *(Q("benchmarks/results/selfie_students.md", SELFIE_SUMMARY, row(model, col), readme)
-      for model, col, readme in (
-          ("selfie_segmenter", 5, r"the selfie architecture scores " + NUM + r" IoU"),
-          ("selfie_segmenter", 4, r"the selfie architecture scores [\d.]+ IoU at " + NUM + r" ms"),
-          ("default_student", 5, r"default student " + NUM + r" at [\d.]+ ms, and `selfie_student`"),
-          ("default_student", 4, r"default student [\d.]+ at " + NUM + r" ms, and `selfie_student`"),
-          ("selfie_student", 5, r"concatenating decoder\) " + NUM + r" at"),
-          ("selfie_student", 4, r"concatenating decoder\) [\d.]+ at " + NUM + r" ms"),
-          ("MediaPipe selfie segmentation (.tflite)", 4, r"MediaPipe's model in LiteRT\s+\(" + NUM + r" ms\)"))),
+    *(Q("benchmarks/results/selfie_students.md", SELFIE_SUMMARY, row(model, col, runtime), readme)
+      for model, runtime, col, readme in (
+          ("selfie_segmenter", "onnxruntime", 6, r"the selfie architecture scores " + NUM + r" IoU"),
+          ("selfie_segmenter", "onnxruntime", 3, r"the selfie architecture scores [\d.]+ IoU at " + NUM + r" ms"),
+          ("default_student", "onnxruntime", 6, r"default student " + NUM + r" at [\d.]+ ms, and `selfie_student`"),
+          ("default_student", "onnxruntime", 3, r"default student [\d.]+ at " + NUM + r" ms, and `selfie_student`"),
+          ("selfie_student", "onnxruntime", 6, r"concatenating decoder\) " + NUM + r" at"),
+          ("selfie_student", "onnxruntime", 3, r"concatenating decoder\) [\d.]+ at " + NUM + r" ms"),
+          ("MediaPipe selfie segmentation (.tflite)", "litert", 3, r"MediaPipe's model in LiteRT \(" + NUM + r" ms\)"),
+          ("lean_selfie_student", "executorch-int8", 3, r"int8 ExecuTorch it takes " + NUM + r" ms"),
+          ("lean_selfie_student", "executorch-int8", 6, r"at " + NUM + r" cells IoU for the int8 model"),
+          ("lean_selfie_student", "onnxruntime", 6, r"\(" + NUM + r" in fp32\)"))),
+    *(Q("benchmarks/results/selfie_students.md", SELFIE_RATIOS, row(model, col, runtime), readme)
+      for model, runtime, col, readme in (
+          ("selfie_student", "onnxruntime", 1, NUM + r"x slower\s+than MediaPipe's model in LiteRT"),
+          ("selfie_student", "executorch-int8", 1, r"still " + NUM + r"x slower as int8"),
+          ("lean_selfie_student", "executorch-int8", 1, NUM + r"x MediaPipe's model \([\d.]+-[\d.]+"),
+          ("lean_selfie_student", "executorch-int8", 2, r"MediaPipe's model \(" + NUM + r"-[\d.]+\s+over three"),
+          ("lean_selfie_student", "executorch-int8", 3, r"MediaPipe's model \([\d.]+-" + NUM + r"\s+over three"),
+          ("lean_selfie_student", "executorch", 1, r"in fp32 ExecuTorch\s+it is " + NUM + r"x"))),
     # lesson 06: the shipped effect student, scored and timed again in the lesson (README "Lesson 06")
     Q(L06, SCORES, r"here:\s+PSNR " + NUM + r" dB", r"\*\*" + NUM + r" dB, SSIM [\d.]+, line F1"),
     Q(L06, SCORES, r"here:\s+PSNR [\d.]+ dB, SSIM " + NUM, r"\*\*[\d.]+ dB, SSIM " + NUM + r", line F1"),

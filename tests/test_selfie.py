@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from mobileunet import mediapipe as mp
 from mobileunet import models
 from mobileunet.checkpoint import load_checkpoint, save_checkpoint
-from mobileunet.profile import count_flops
+from mobileunet.profile import count_flops, count_params
 from mobileunet.tflite_graph import Op, TfliteGraph, read_tflite
-from mobileunet.selfie import (SELFIE_BLOCKS, SameConv2d, SelfieEncoder, SkipGateBlock, selfie_student,
-                               load_tflite_weights, mediapipe_selfie, selfie_segmenter)
+from mobileunet.selfie import (SELFIE_BLOCKS, LeanSelfieSegmenter, SameConv2d, SelfieEncoder, ShuffleUp,
+                               SkipGateBlock, lean_selfie_student, load_tflite_weights, mediapipe_selfie,
+                               selfie_segmenter, selfie_student)
 
 NEED_SELFIE = pytest.mark.skipif(not mp.available("selfie_segmentation"),
                                  reason=f"selfie_segmentation.tflite not fetched: run {mp.FETCH}")
@@ -54,7 +55,7 @@ def test_the_architecture_has_mediapipes_shapes_and_flops():
     assert models.builders("segmentation")["selfie_segmenter"] is selfie_segmenter
 
 
-@pytest.mark.parametrize("build", [selfie_segmenter, selfie_student])
+@pytest.mark.parametrize("build", [selfie_segmenter, selfie_student, lean_selfie_student])
 def test_any_size_trains_and_round_trips(build, tmp_path):
     m = build(in_channels=1, out_channels=1)
     m(torch.randn(2, 1, 64, 64)).mean().backward()
@@ -68,6 +69,40 @@ def test_any_size_trains_and_round_trips(build, tmp_path):
     again, _ = load_checkpoint(save_checkpoint(tmp_path / "m.pt", m, {}))
     assert type(again) is type(m) and again.config == m.config
     torch.testing.assert_close(again(x), m(x))
+
+
+def test_the_lean_student_is_selfie_students_layers_written_for_the_runtimes():
+    lean, plain = lean_selfie_student().eval(), selfie_student().eval()
+    assert isinstance(lean, LeanSelfieSegmenter) and models.builders("segmentation")["lean_selfie_student"] \
+        is lean_selfie_student
+    assert not any(isinstance(m, (SameConv2d, torch.nn.ConvTranspose2d)) for m in lean.modules())
+    assert isinstance(lean.encoder.stem[2], torch.nn.ReLU) and isinstance(lean.out, ShuffleUp)
+    x = torch.zeros(1, 3, 256, 256)
+    assert [f.shape for f in lean.encoder(x)] == [f.shape for f in plain.encoder(x)]
+    # the only weights that go: MediaPipe's 1x1 16 -> 16 expand conv and its norm before the first block
+    assert count_params(plain) - count_params(lean) == 16 * 16 + 2 * 16 - 3
+    assert lean(x).shape == (1, 1, 256, 256) and lean.config == plain.config
+
+
+def test_shuffle_up_is_the_transposed_conv():
+    torch.manual_seed(0)
+    conv = torch.nn.ConvTranspose2d(16, 3, 2, stride=2)
+    up = ShuffleUp(16, 3).from_transposed(conv)
+    x = torch.randn(2, 16, 5, 7)
+    torch.testing.assert_close(up(x), conv(x), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"ConvTranspose2d\(16, 3, 2, stride=2\)"):
+        up.from_transposed(torch.nn.ConvTranspose2d(16, 3, 3, stride=2))
+    with pytest.raises(ValueError, match="out_ch"):
+        ShuffleUp(16, 0)
+
+
+def test_bad_layer_choices_give_clear_errors():
+    with pytest.raises(TypeError, match=r"strided_conv=.*SameConv2d .* or nn.Conv2d"):
+        SelfieEncoder(strided_conv=torch.nn.Linear)
+    with pytest.raises(TypeError, match=r"stem_act='relu': give an activation class"):
+        SelfieEncoder(stem_act="relu")
+    with pytest.raises(TypeError, match="expand_same_width"):
+        SelfieEncoder(expand_same_width=0)
 
 
 def test_projecting_before_the_resize_is_the_same_function():
@@ -184,8 +219,9 @@ def test_the_production_files_errors_are_clear(tmp_path, monkeypatch):
     half.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"half\.tflite is truncated or corrupt.*course\.sh models"):
         read_tflite(half)
-    with pytest.raises(ValueError, match=r"fit only selfie_segmenter\(\)'s architecture"):
-        load_tflite_weights(selfie_student(), path)
+    for other in (selfie_student(), lean_selfie_student()):
+        with pytest.raises(ValueError, match=r"fit only selfie_segmenter\(\)'s architecture"):
+            load_tflite_weights(other, path)
     torch.manual_seed(7)
     want = torch.rand(3)
     torch.manual_seed(7)
