@@ -46,7 +46,21 @@ LEVERS = [
      {"exact_lines": True, "exact_quantise": True, "smooth_base": True}, 0),
     ("both exact steps + self-guided start, hints alone", "guided_effect_student",
      {"exact_lines": True, "exact_quantise": True, "smooth_base": True}, 0, {"l1": 0.0, "ssim": 0.0, "hint": 1.0}),
+    ("both exact steps + self-guided start, L1 + SSIM, lighter decoder", "guided_effect_student",
+     {"exact_lines": True, "exact_quantise": True, "smooth_base": True, "decoder_channels": [96, 48, 32, 24, 8],
+      "expand": 2}, 0),
+    ("both exact steps + self-guided start, L1 + SSIM, wider decoder", "guided_effect_student",
+     {"exact_lines": True, "exact_quantise": True, "smooth_base": True, "decoder_channels": [96, 48, 32, 32, 24]},
+     0),
+    ("both exact steps + self-guided start, L1 + SSIM + hints", "guided_effect_student",
+     {"exact_lines": True, "exact_quantise": True, "smooth_base": True}, 0, {"hint": 1.0}),
 ]
+
+
+def train_spec(dead_leaves: int):
+    """A lever's training pairs: 384 of 160x160, seed 0, with ``dead_leaves`` procedural images."""
+    from mobileunet.photos import PairSpec
+    return PairSpec("train", 384, 160, 0, 0.5, dead_leaves=dead_leaves)
 
 
 def build(builder: str, kwargs: dict):
@@ -63,7 +77,7 @@ def run_lever(lever: tuple, steps: int) -> dict:
 
     torch.set_num_threads(1)
     name, builder, kwargs, dead_leaves, recipe = (*lever, {})[:5]
-    train = teacher_pairs(PairSpec("train", 384, 160, 0, 0.5, dead_leaves=dead_leaves), progress=False)
+    train = teacher_pairs(train_spec(dead_leaves), progress=False)
     val = teacher_pairs(PairSpec("val", 48, 160, 0, 0.5), progress=False)
     set_seed(0)
     model = build(builder, kwargs)
@@ -111,7 +125,7 @@ def main(argv=None) -> int:
         kept = {r["lever"]: r for r in (last or {"rows": []})["rows"]}
         todo = [lever for lever in LEVERS if lever[0] not in kept]
         for lever in todo:                               # make the pairs once, before the workers read them
-            train = teacher_pairs(PairSpec("train", 384, 160, 0, 0.5, dead_leaves=lever[3]), progress=False)
+            train = teacher_pairs(train_spec(lever[3]), progress=False)
             if len(lever) > 4 and lever[4].get("hint"):
                 teacher_hints(train)                     # and the teacher's intermediate images
         val = teacher_pairs(PairSpec("val", 48, 160, 0, 0.5), progress=False)

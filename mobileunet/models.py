@@ -520,11 +520,14 @@ class GuidedEffectStudent(EffectStudent):
         y = MobileUNet.forward(self, guide_lo[:, :self.in_channels])
         if not self.residual:
             return torch.sigmoid(y)
-        start = guide_lo
-        if self.smooth_base:
-            smooth = self_guided_smooth(guide_lo[:, :3], **SMOOTH_BASE)
-            start = torch.cat([smooth, _luma(smooth)], 1)
-        return torch.sigmoid(y + torch.logit(start.clamp(1e-3, 1 - 1e-3)))
+        return torch.sigmoid(y + torch.logit(self._start(guide_lo).clamp(1e-3, 1 - 1e-3)))
+
+    def _start(self, guide_lo: torch.Tensor) -> torch.Tensor:
+        """What the residual corrects: the half-resolution guide, or with ``smooth_base`` the filter's image."""
+        if not self.smooth_base:
+            return guide_lo
+        smooth = self_guided_smooth(guide_lo[:, :3], **SMOOTH_BASE)
+        return torch.cat([smooth, _luma(smooth)], 1)
 
 
 def _luma(t: torch.Tensor) -> torch.Tensor:
@@ -536,23 +539,28 @@ MODELS["GuidedEffectStudent"] = GuidedEffectStudent
 
 GUIDED_DECODER = (96, 48, 32, 24, 16)
 """The guided student's decoder channels: wider than ``EFFECT_DECODER``, at half resolution."""
+LIGHT_DECODER = {"decoder_channels": (96, 48, 32, 24, 8), "expand": 2}
+"""``guided_effect_student``'s lighter decoder: half the expansion, 8 channels in its last stage, where
+most of the network's time goes at 128x128 (``effect --light-decoder``; docs/effect_student.md)."""
 
 
 @register_builder("effect")
 def guided_effect_student(residual: bool = True, exact_lines: bool = True, exact_quantise: bool = False,
                           decoder_channels: tuple[int, ...] = GUIDED_DECODER,
-                          smooth_base: bool = False) -> GuidedEffectStudent:
+                          smooth_base: bool = False, expand: int = 4) -> GuidedEffectStudent:
     """Lesson 06's guided student: MobileNetV3-Small at half resolution, lifted by a guided filter.
 
     ``exact_lines=True`` keeps the cartoon's ink-line step exact, and
     ``exact_quantise=True`` its colour quantiser too (see ``GuidedEffectStudent``).
+    ``expand`` is the decoder's inverted residuals' expansion (``LIGHT_DECODER`` halves it).
     ``docs/effect_student.md`` has the measurements that chose it.
 
     Example:
         >>> guided_effect_student().config["exact_lines"]
         True
     """
-    return GuidedEffectStudent("mobilenet_v3_small", 1.0, tuple(decoder_channels), 3, 3, residual=residual,
+    whole_number("expand", expand, 1, 8, fix="the decoder's expansion, e.g. 4 (or 2, lighter)")
+    return GuidedEffectStudent("mobilenet_v3_small", 1.0, tuple(decoder_channels), 3, 3, expand, residual=residual,
                                full_res_skip=True, exact_lines=exact_lines, exact_quantise=exact_quantise,
                                smooth_base=smooth_base)
 

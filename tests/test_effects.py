@@ -366,6 +366,25 @@ def test_exact_quantise_needs_exact_lines(tmp_path, capsys):
     assert "--exact-quantise needs --exact-lines" in capsys.readouterr().err
 
 
+def test_light_decoder_is_lighter_rebuilds_and_needs_the_guided_student(tmp_path, capsys):
+    from mobileunet.checkpoint import load_checkpoint, save_checkpoint
+    from mobileunet.cli import main
+    from mobileunet.models import LIGHT_DECODER, guided_effect_student
+    from mobileunet.profile import count_flops
+
+    light = guided_effect_student(exact_quantise=True, smooth_base=True, **LIGHT_DECODER).eval()
+    full = guided_effect_student(exact_quantise=True, smooth_base=True).eval()
+    x = torch.rand(1, 3, 64, 64)
+    assert count_flops(light, x) < 0.5 * count_flops(full, x)
+    save_checkpoint(tmp_path / "light.pt", light)
+    again, _ = load_checkpoint(tmp_path / "light.pt")
+    assert again.config["expand"] == 2 and torch.equal(again.eval()(x), light(x))
+    with pytest.raises(ValueError, match="expand"):
+        guided_effect_student(expand=0)
+    assert main(["effect", "--light-decoder", "--out", str(tmp_path / "e.pt")]) == 2
+    assert "--light-decoder needs --student guided_effect_student" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("exact_lines,exact_quantise", [(False, False), (True, False), (True, True)])
 def test_guided_student_keeps_odd_sizes_range_and_rebuilds_from_its_config(exact_lines, exact_quantise, tmp_path):
     from mobileunet.checkpoint import load_checkpoint, save_checkpoint

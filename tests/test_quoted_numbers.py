@@ -161,6 +161,18 @@ QUOTED = [
         ("no network: the filter's smoothing, the lightness of it (CIELAB)", r"scores\s+" + NUM + r" dB, and the"),
         ("self-guided filter {'passes': 2, 'radius': 3, 'eps': 0.03}", r"self-guided filter alone\s+" + NUM + r":"),
         ("the shipped student's smoothed image", r"that\s+smoothing is " + NUM + r" dB from"))),
+    # why the effect student stops improving (benchmarks/results/effect_generalisation.md, printed in lesson 06)
+    *(Q("benchmarks/results/effect_generalisation.md", None, row(label, column), readme)
+      for label, column, readme in (
+          ("training (384)", 4, r"smoothing by " + NUM + r" dB and its final image"),
+          ("training (384)", 5, r"final image\s+scores " + NUM + r" dB; on the held-out"),
+          ("held-out (48)", 4, r"improves the smoothing by " + NUM + r" dB\.\s+A generalisation"),
+          ("textured (input local std > 0.05)", 1, r"in texture \(" + NUM + r"% of the pixels"),
+          ("textured (input local std > 0.05)", 2, r"pixels, " + NUM + r"% of the error\)"),
+          ("colour channels permuted in training (6x the colours)", 1, r"leave it at " + NUM + r" and"),
+          ("network sees every full-resolution pixel (pixel_unshuffle)", 1, r"leave it at [\d.]+ and " + NUM))),
+    Q("benchmarks/results/effect_student_2048_pairs.json", None, r'"metrics": \{\s*"split": "val",\s*"psnr": ' + NUM,
+      r"`benchmarks/results/effect_student_2048_pairs.json`\) end at " + NUM + r" dB"),
     Q(L06, SPEED, r"\| student\s+\| onnxruntime\s+\| " + NUM, r"the student " + NUM + r" ms in ONNX\s+Runtime"),
     Q(L06, SPEED, r"is " + NUM + r"x faster than the teacher", r"\*\*" + NUM + r"x faster\*\* \(targets"),
     # lesson 08: the effect student's pipeline with BlazeFace (README "Lesson 08")
