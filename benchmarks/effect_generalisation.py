@@ -20,8 +20,8 @@ pairs and a wider network no longer move it. With the shipped checkpoint:
 * **probes** (800 steps, the recipe of ``effect_levers.py``'s shipped row: both
   cheap steps exact, self-guided start, L1 + 0.5 SSIM, batch 8, lr 5e-3,
   seed 0, 1 thread each): the same student trained on 384 pairs whose input's
-  colour channels are randomly permuted before the teacher runs (six times the
-  colours, the same textures), and a student whose network sees every
+  colour channels are randomly permuted before the teacher runs (one of the six
+  orders per pair: new colours, the same textures), and a student whose network sees every
   full-resolution pixel (the input ``pixel_unshuffle``-d to 12 channels at half
   resolution) instead of the 2x2 average.
 
@@ -161,7 +161,7 @@ def run_probe(name: str) -> dict:
             "train_s": round(time.perf_counter() - start)}
 
 
-PROBES = ("colour channels permuted in training (6x the colours)",
+PROBES = ("colour channels permuted in training (one of 6 orders per pair)",
           "network sees every full-resolution pixel (pixel_unshuffle)")
 
 
