@@ -60,7 +60,7 @@ def fit_rows(student, pairs: dict) -> list[dict]:
         x_lo = pool(p.inputs)
         with torch.no_grad():
             drawn = torch.cat([student.half_resolution(p.inputs[i:i + 64]) for i in range(0, len(p), 64)])
-            final = torch.cat([student(p.inputs[i:i + 64]) for i in range(0, len(p), 64)])
+            final = student.after_half_resolution(p.inputs, drawn)      # the rest of the forward pass
         filtered = self_guided_smooth(x_lo, **SMOOTH_BASE)
         rows.append({"pairs": f"{split} ({len(p)})", "input": mean_psnr(x_lo, smooth),
                      "filter": mean_psnr(filtered, smooth), "student": mean_psnr(drawn[:, :3], smooth),
