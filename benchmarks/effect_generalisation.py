@@ -1,7 +1,8 @@
 """Why the effect student stops improving (lesson 06): it learns its training photos, not the smoothing.
 
-    python benchmarks/effect_generalisation.py             # about 7 minutes on 2 cores (two 800-step probes)
-    python benchmarks/effect_generalisation.py --no-probes # the shipped student's tables only (~1 minute)
+    python benchmarks/effect_generalisation.py             # about 10 minutes on 2 cores (three 800-step probes)
+    python benchmarks/effect_generalisation.py --no-probes # the shipped student's tables only (~20 s)
+    python benchmarks/effect_generalisation.py --missing   # only the probes the last results lack
 
 ``benchmarks/effect_ceiling.py`` shows that the student's error is the
 smoothing it draws at half resolution. This script asks why more steps, more
@@ -23,7 +24,8 @@ pairs and a wider network no longer move it. With the shipped checkpoint:
   colour channels are randomly permuted before the teacher runs (one of the six
   orders per pair: new colours, the same textures), and a student whose network sees every
   full-resolution pixel (the input ``pixel_unshuffle``-d to 12 channels at half
-  resolution) instead of the 2x2 average.
+  resolution) instead of the 2x2 average, and the student trained on pairs cut
+  from photos shrunk by a random 0.5-1x (the same photos' textures at new scales).
 
 Writes ``benchmarks/results/effect_generalisation.{json,md}``.
 """
@@ -119,22 +121,33 @@ def unshuffled_student():
     return model
 
 
-def permuted_pairs(n: int = 384, size: int = 160, seed: int = 0):
-    """``n`` training pairs as ``teacher_pairs`` samples them, each input's RGB channels permuted before the teacher."""
+def augmented_pairs(how: str, n: int = 384, size: int = 160, seed: int = 0):
+    """``n`` training pairs sampled as ``teacher_pairs`` samples them, each changed before the teacher runs:
+    ``how="permute"`` permutes the input's RGB channels (one of the six orders); ``"rescale"`` first shrinks
+    the photo by a random factor in [0.5, 1] (its textures at new scales; a photo too small for the crop
+    is used as it is)."""
     import numpy as np
+    from skimage.transform import rescale
 
     from mobileunet.effects import CartoonParams, cartoon
     from mobileunet.photos import EffectPairs, photo_set, random_sample
 
-    photos, rng = photo_set("train"), np.random.default_rng([seed, 7])
+    photos, rng = photo_set("train"), np.random.default_rng([seed, 7 if how == "permute" else 8])
     inputs, targets = [], []
     for _ in range(n):
-        image, _ = random_sample(photos, size, rng, 0.5, 0.2)
-        image = np.ascontiguousarray(image[..., rng.permutation(3)])
+        pool_ = photos
+        if how == "rescale":
+            name = sorted(photos)[int(rng.integers(len(photos)))]
+            small = rescale(photos[name], rng.uniform(0.5, 1.0), channel_axis=-1, anti_aliasing=True)
+            pool_ = {name: np.clip(small, 0, 1).astype(np.float32) if min(small.shape[:2]) >= size
+                     else photos[name]}
+        image, _ = random_sample(pool_, size, rng, 0.5, 0.2)
+        if how == "permute":
+            image = np.ascontiguousarray(image[..., rng.permutation(3)])
         inputs.append(image)
         targets.append(cartoon(image, CartoonParams()))
     to_tensor = lambda xs: torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-    return EffectPairs(to_tensor(inputs), to_tensor(targets), ["permuted"] * n, {})
+    return EffectPairs(to_tensor(inputs), to_tensor(targets), [how] * n, {})
 
 
 def run_probe(name: str) -> dict:
@@ -146,8 +159,8 @@ def run_probe(name: str) -> dict:
     torch.set_num_threads(1)
     train = teacher_pairs(PairSpec("train", 384, 160, 0, 0.5), progress=False)
     val = teacher_pairs(PairSpec("val", 48, 160, 0, 0.5), progress=False)
-    if name.startswith("colour"):
-        train = permuted_pairs()
+    if name.startswith(("colour", "photos")):
+        train = augmented_pairs("permute" if name.startswith("colour") else "rescale")
     set_seed(0)
     model = unshuffled_student() if name.startswith("network") else guided_effect_student(exact_quantise=True,
                                                                                             smooth_base=True)
@@ -162,7 +175,8 @@ def run_probe(name: str) -> dict:
 
 
 PROBES = ("colour channels permuted in training (one of 6 orders per pair)",
-          "network sees every full-resolution pixel (pixel_unshuffle)")
+          "network sees every full-resolution pixel (pixel_unshuffle)",
+          "photos rescaled by 0.5-1x in training (textures at new scales)")
 
 
 def main(argv=None) -> int:
@@ -173,7 +187,9 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=data_dir() / "checkpoints" / "effect_student.pt")
-    p.add_argument("--no-probes", action="store_true", help="skip the two 800-step probes; keep the last run's")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--no-probes", action="store_true", help="skip the 800-step probes; keep the last run's")
+    how.add_argument("--missing", action="store_true", help="run only the probes the last results lack")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -184,13 +200,16 @@ def main(argv=None) -> int:
     out = {"command": "python benchmarks/effect_generalisation.py", "checkpoint": args.checkpoint.name,
            "fit": fit_rows(student, pairs), "where": where_rows(student, pairs["held-out"])}
     last = RESULTS / "effect_generalisation.json"
-    if args.no_probes and last.is_file():                # the probes and their run's seconds are the last run's
-        before = json.loads(last.read_text())
-        out.update(probes=before["probes"], seconds=before["seconds"],
-                   tables_again=f"--no-probes, {round(time.perf_counter() - start)} s")
+    before = json.loads(last.read_text()) if last.is_file() and (args.no_probes or args.missing) else None
+    kept = {r["probe"]: r for r in before["probes"]} if before else {}
+    todo = [] if args.no_probes and before else [name for name in PROBES if name not in kept]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as workers:
+        ran = dict(zip(todo, workers.map(run_probe, todo)))
+    out["probes"] = [ran.get(name) or kept[name] for name in PROBES if name in ran or name in kept]
+    if before:                                           # the kept probes' seconds are the last run's
+        out.update(seconds=before["seconds"], tables_again=f"{'--missing' if args.missing else '--no-probes'}"
+                   f"{' (' + ', '.join(todo) + ')' if todo else ''}, {round(time.perf_counter() - start)} s")
     else:
-        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as workers:
-            out["probes"] = list(workers.map(run_probe, PROBES))
         out["seconds"] = round(time.perf_counter() - start)
     RESULTS.mkdir(exist_ok=True)
     last.write_text(json.dumps(out, indent=1) + "\n")
