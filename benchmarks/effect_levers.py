@@ -54,6 +54,8 @@ LEVERS = [
      0),
     ("both exact steps + self-guided start, L1 + SSIM + hints", "guided_effect_student",
      {"exact_lines": True, "exact_quantise": True, "smooth_base": True}, 0, {"hint": 1.0}),
+    ("both exact steps + self-guided start, L1 + SSIM, network at quarter resolution", "guided_effect_student",
+     {"exact_lines": True, "exact_quantise": True, "smooth_base": True, "scale": 4}, 0),
 ]
 
 
@@ -154,6 +156,8 @@ def main(argv=None) -> int:
     if args.time_only:
         out.update(seconds=last["seconds"],
                    timed_again=f"{timed_again} (python benchmarks/effect_levers.py --time-only)")
+        if "added" in last:                              # the levers a --missing run added, and what they took
+            out["added"] = last["added"]
     elif args.missing:
         added = [lever[0] for lever in LEVERS if lever[0] not in {r["lever"] for r in last["rows"]}]
         out.update(seconds=last["seconds"], added={"levers": added, "seconds": round(time.perf_counter() - start)},

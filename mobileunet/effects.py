@@ -6,11 +6,12 @@ MobileNet UNet then learns to produce in one fast pass. The recipe is
 Winnemöller, Olsen and Gooch, "Real-Time Video Abstraction" (SIGGRAPH 2006),
 built from scikit-image:
 
-1. **edge-preserving smoothing**: the bilateral filter, repeated
-   (``skimage.restoration.denoise_bilateral``; Sec. 3.1), flattens texture
-   but keeps edges; the repeats are what make the effect slow. The image is
-   reflected at its border: scikit-image pads with black by default, and four
-   passes of that draw a dark frame that a student would have to learn;
+1. **edge-preserving smoothing**: the bilateral filter, repeated (Sec. 3.1),
+   flattens texture but keeps edges; the repeats are what make the effect
+   slow. ``bilateral`` runs scikit-image's compiled loop with its spatial
+   weights centred (scikit-image's own table is sheared off the centre; see
+   there). The image is reflected at its border: scikit-image pads with black
+   by default, and four passes of that draw a dark frame;
 2. **soft colour quantisation** of the luminance in CIELAB into ``levels``
    bands (Sec. 3.3), with smooth steps instead of hard ones, so there is no
    jump for a student to chase;
@@ -32,9 +33,10 @@ import numpy as np
 import torch
 from .validate import whole_number
 
-EFFECT_VERSION = 2
+EFFECT_VERSION = 3
 """Bump when ``cartoon``'s code changes what it draws: cached teacher pairs carry it in their hash.
-2: the bilateral passes reflect the image at its border (1 padded with black)."""
+2: the bilateral passes reflect the image at its border (1 padded with black).
+3: the bilateral's spatial weights are centred (``bilateral``; 2 used scikit-image's sheared table)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class CartoonParams:
         edge_sigma: the smaller Gaussian of the DoG, pixels (the other is 1.6x).
         edge_tau: DoG weight of the larger Gaussian; below 1 keeps flat areas line-free.
         edge_phi: steepness of the line's soft threshold.
+        centred: the bilateral's spatial weights centred (``bilateral``); ``False`` reads them as
+            scikit-image does, sheared off the centre: the teacher of ``EFFECT_VERSION`` 2, kept so
+            ``benchmarks/effect_teachers.py`` can compare the two.
     """
     n_smooth: int = 4
     sigma_spatial: float = 2.0
@@ -59,12 +64,15 @@ class CartoonParams:
     edge_sigma: float = 1.0
     edge_tau: float = 0.98
     edge_phi: float = 40.0
+    centred: bool = True
 
     def __post_init__(self):
         for name in ("n_smooth", "levels"):
             value = getattr(self, name)
             whole_number(f"CartoonParams.{name}", value)
-        for f in fields(self):
+        if not isinstance(self.centred, bool):
+            raise TypeError(f"CartoonParams.centred={self.centred!r}: give True or False")
+        for f in fields(self)[:-1]:                                 # the numbers (centred is last)
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"CartoonParams.{f.name}={value!r}: must be a positive, finite number")
@@ -73,7 +81,11 @@ class CartoonParams:
                              f"flat areas turn dark")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, ``centred`` only when False (so pair caches and manifests of the default keep their hash)."""
+        out = asdict(self)
+        if out["centred"]:
+            del out["centred"]
+        return out
 
     def digest(self) -> str:
         """A short hash of the parameters and ``EFFECT_VERSION``: what a pair cache keys on."""
@@ -95,14 +107,82 @@ def soft_quantise(x: np.ndarray, levels: int, sharpness: float) -> np.ndarray:
     return (k + step) / levels
 
 
+def bilateral(image: np.ndarray, sigma_spatial: float, sigma_color: float, centred: bool = True) -> np.ndarray:
+    """One pass of the bilateral filter over an ``(H, W, C)`` float64 image, its border reflected.
+
+    The weights are ``skimage.restoration.denoise_bilateral``'s: a Gaussian of
+    the distance (``sigma_spatial``) over a ``max(5, 2 * ceil(3 * sigma_spatial) + 1)``
+    window, times a Gaussian (``sigma_color``) of the colour distance divided by
+    C. So is the compiled loop that applies them; only the spatial table
+    differs. scikit-image (0.24 to 0.26, checked) lays that table out on
+    ``np.arange(-w // 2, w // 2 + 1)``, which is w + 1 points for an odd window
+    w (-7..6 for w = 13), and reads it w entries per row: its spatial weights
+    are a Gaussian sheared off the centre, and each pass averages pixels a few
+    away (about 2 down and 4 left at sigma 2), so texture moves. Here the table
+    is centred, as the bilateral filter has it (Tomasi & Manduchi 1998);
+    ``centred=False`` reads it as scikit-image does (the teacher of
+    ``EFFECT_VERSION`` 2, which lesson 06 shows). Where scikit-image's private
+    loop is not there to call, ``bilateral_reference`` (the same sums in NumPy,
+    about 3x slower) runs instead.
+
+    Example:
+        >>> flat = np.full((9, 9, 3), 0.5); flat[4, 4] += 1e-3
+        >>> out = bilateral(flat, 1.0, 0.1)
+        >>> bool(np.allclose(out[3, 4], out[5, 4]) and np.allclose(out[4, 3], out[4, 5]))
+        True
+    """
+    image = np.ascontiguousarray(image, dtype=np.float64)
+    win = max(5, 2 * math.ceil(3 * sigma_spatial) + 1)
+    spatial = _spatial_table(win, sigma_spatial, centred)
+    lo, hi = float(image.min()), float(image.max())
+    if hi == lo:
+        return image.copy()
+    try:
+        from skimage.restoration._denoise import _compute_color_lut
+        from skimage.restoration._denoise_cy import _denoise_bilateral
+        shifted = image - lo if lo < 0 else image
+        top = hi - lo if lo < 0 else hi
+        out = np.empty_like(image)
+        _denoise_bilateral(shifted, top, win, sigma_color, sigma_spatial, 10000, "reflect", 0.0,
+                           _compute_color_lut(10000, sigma_color, top, dtype=np.float64), spatial,
+                           np.empty(image.shape[2]), out)
+        return out + lo if lo < 0 else out
+    except (ImportError, TypeError, ValueError):                    # a scikit-image without that loop
+        return bilateral_reference(image, sigma_spatial, sigma_color, centred)
+
+
+def _spatial_table(win: int, sigma: float, centred: bool) -> np.ndarray:
+    """The ``(win * win,)`` spatial weights, row by row: centred, or as scikit-image lays them out."""
+    grid = np.arange(-(win // 2), win // 2 + 1) if centred else np.arange(-win // 2, win // 2 + 1)
+    rr, cc = np.meshgrid(grid, grid, indexing="ij")
+    table = np.exp(-0.5 * (rr * rr + cc * cc) / sigma**2).ravel()  # win * win, or (win + 1)^2 entries
+    return np.ascontiguousarray(table[:win * win])                  # scikit-image reads the first win * win
+
+
+def bilateral_reference(image: np.ndarray, sigma_spatial: float, sigma_color: float,
+                        centred: bool = True) -> np.ndarray:
+    """``bilateral`` in plain NumPy, one shifted copy of the image per window offset (the tests compare them)."""
+    image = np.asarray(image, dtype=np.float64)
+    win = max(5, 2 * math.ceil(3 * sigma_spatial) + 1)
+    spatial, R = _spatial_table(win, sigma_spatial, centred).reshape(win, win), win // 2
+    H, W, C = image.shape
+    padded = np.pad(image, ((R, R), (R, R), (0, 0)), mode="reflect")
+    total, weights = np.zeros_like(image), np.zeros((H, W, 1))
+    for dy in range(-R, R + 1):
+        for dx in range(-R, R + 1):
+            other = padded[R + dy:R + dy + H, R + dx:R + dx + W]
+            colour = np.square(other - image).sum(-1, keepdims=True) / (C * sigma_color) ** 2
+            w = spatial[dy + R, dx + R] * np.exp(-0.5 * colour)
+            total += w * other
+            weights += w
+    return total / weights
+
+
 def _smooth_hwc(image: np.ndarray, p: CartoonParams) -> tuple[np.ndarray, np.ndarray]:
     """Step 1, the expensive one: the smoothed image, and the image after two passes (the lines' source)."""
-    from skimage.restoration import denoise_bilateral
-
     smooth = image.astype(np.float64)
     for i in range(p.n_smooth):
-        smooth = denoise_bilateral(smooth, sigma_color=p.sigma_color, sigma_spatial=p.sigma_spatial,
-                                   channel_axis=-1, mode="reflect")   # the default pads black: a dark frame
+        smooth = bilateral(smooth, p.sigma_spatial, p.sigma_color, p.centred)
         if i == min(1, p.n_smooth - 1):
             edges_from = smooth                                    # the paper takes lines after 1-2 passes
     return smooth, edges_from

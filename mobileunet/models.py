@@ -375,13 +375,13 @@ def _guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int, eps: fl
     return box_filter(a, r), box_filter(b, r)
 
 
-SMOOTH_BASE = {"passes": 2, "radius": 3, "eps": 0.03}
+SMOOTH_BASE = {"passes": 3, "radius": 1, "eps": 0.01}
 """The self-guided filter a ``GuidedEffectStudent(smooth_base=True)`` starts from, at half resolution:
 chosen by a grid over passes 1-4, radius 1-3 and eps 3e-3-0.1 against the teacher's smoothing of the
-held-out pairs (docs/effect_student.md)."""
+training pairs (``benchmarks/effect_ceiling.py``; docs/effect_student.md)."""
 
 
-def self_guided_smooth(x: torch.Tensor, passes: int = 2, radius: int = 3, eps: float = 0.03) -> torch.Tensor:
+def self_guided_smooth(x: torch.Tensor, passes: int = 3, radius: int = 1, eps: float = 0.01) -> torch.Tensor:
     """An edge-preserving smoother in a few box filters: the guided filter of each channel by itself, repeated.
 
     In a flat window (variance well below ``eps``) a pixel becomes the window's
@@ -392,7 +392,7 @@ def self_guided_smooth(x: torch.Tensor, passes: int = 2, radius: int = 3, eps: f
     whole_number("passes", passes, 1, 8, fix="the self-guided filter's passes")
     whole_number("radius", radius, 1, 8, fix="the self-guided filter's window radius")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-        raise ValueError(f"eps={eps!r}: the self-guided filter's ridge, a number in (0, 1), e.g. 0.03")
+        raise ValueError(f"eps={eps!r}: the self-guided filter's ridge, a number in (0, 1), e.g. 0.01")
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"expected a (B, C, H, W) tensor, got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -422,7 +422,10 @@ class GuidedEffectStudent(EffectStudent):
     output before the lift): the network predicts the smoothed image before
     it, so what it learns is the bilateral smoothing and what the lines are
     drawn from.
-    Arguments as ``EffectStudent``, plus ``radius`` and ``eps`` of the lift.
+    Arguments as ``EffectStudent``, plus ``radius`` and ``eps`` of the lift, and
+    ``scale``: 4 runs the network on a quarter of the width and height instead
+    of half (a sixteenth of the pixels) and resizes its correction to half
+    resolution, where the start, the quantiser and the lift stay.
     Lesson 06 builds the data flow.
 
     Example:
@@ -434,9 +437,12 @@ class GuidedEffectStudent(EffectStudent):
                  decoder_channels: tuple[int, ...] = (96, 48, 32, 24, 16), in_channels: int = 3,
                  out_channels: int = 3, expand: int = 4, pretrained: bool = False, residual: bool = True,
                  full_res_skip: bool = True, radius: int = 1, eps: float = 1e-4, exact_lines: bool = False,
-                 exact_quantise: bool = False, smooth_base: bool = False):
+                 exact_quantise: bool = False, smooth_base: bool = False, scale: int = 2):
         super().__init__(encoder, width_mult, decoder_channels, in_channels, out_channels, expand, pretrained,
                          residual, full_res_skip)
+        if scale not in (2, 4) or isinstance(scale, bool):
+            raise ValueError(f"scale={scale!r}: the network runs at 1/2 (scale=2) or 1/4 (scale=4) of the "
+                             f"input's resolution")
         whole_number("radius", radius, 1, 8, fix="the guided filter's window radius")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise ValueError(f"eps={eps!r}: the guided filter's ridge, a number in (0, 1), e.g. 1e-4")
@@ -455,7 +461,7 @@ class GuidedEffectStudent(EffectStudent):
             raise ValueError("smooth_base=True corrects a self-guided filter's image before the exact quantiser: "
                              "it needs residual=True and exact_quantise=True (and so exact_lines=True)")
         self.radius, self.eps, self.exact_lines, self.exact_quantise = radius, float(eps), exact_lines, exact_quantise
-        self.smooth_base = smooth_base
+        self.smooth_base, self.scale = smooth_base, scale
         if exact_lines:
             self.head = nn.Conv2d(self.decoder.out_channels, out_channels + 1, kernel_size=1)
         self._config.update(radius=radius, eps=float(eps), exact_lines=exact_lines)
@@ -463,6 +469,8 @@ class GuidedEffectStudent(EffectStudent):
             self._config.update(exact_quantise=True)
         if smooth_base:
             self._config.update(smooth_base=True)
+        if scale != 2:
+            self._config.update(scale=scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -517,7 +525,12 @@ class GuidedEffectStudent(EffectStudent):
         return self._half(self._guides(x)[0])
 
     def _half(self, guide_lo: torch.Tensor) -> torch.Tensor:
-        y = MobileUNet.forward(self, guide_lo[:, :self.in_channels])
+        x_net = guide_lo[:, :self.in_channels]
+        if self.scale == 4:                      # the network on a quarter; its correction resized to half
+            x_net = nn.functional.avg_pool2d(x_net, 2, ceil_mode=True)
+        y = MobileUNet.forward(self, x_net)
+        if self.scale == 4:
+            y = nn.functional.interpolate(y, size=guide_lo.shape[-2:], mode="bilinear", align_corners=False)
         if not self.residual:
             return torch.sigmoid(y)
         return torch.sigmoid(y + torch.logit(self._start(guide_lo).clamp(1e-3, 1 - 1e-3)))
@@ -526,7 +539,7 @@ class GuidedEffectStudent(EffectStudent):
         """What the residual corrects: the half-resolution guide, or with ``smooth_base`` the filter's image."""
         if not self.smooth_base:
             return guide_lo
-        smooth = self_guided_smooth(guide_lo[:, :3], **SMOOTH_BASE)
+        smooth = self_guided_smooth(guide_lo[:, :3], **SMOOTH_BASE)   # the defaults
         return torch.cat([smooth, _luma(smooth)], 1)
 
 
@@ -547,12 +560,13 @@ last, 0.10 instead of 0.27 GFLOPs (``effect --light-decoder``; docs/effect_stude
 @register_builder("effect")
 def guided_effect_student(residual: bool = True, exact_lines: bool = True, exact_quantise: bool = False,
                           decoder_channels: tuple[int, ...] = GUIDED_DECODER,
-                          smooth_base: bool = False, expand: int = 4) -> GuidedEffectStudent:
+                          smooth_base: bool = False, expand: int = 4, scale: int = 2) -> GuidedEffectStudent:
     """Lesson 06's guided student: MobileNetV3-Small at half resolution, lifted by a guided filter.
 
     ``exact_lines=True`` keeps the cartoon's ink-line step exact, and
     ``exact_quantise=True`` its colour quantiser too (see ``GuidedEffectStudent``).
-    ``expand`` is the decoder's inverted residuals' expansion (``LIGHT_DECODER`` halves it).
+    ``expand`` is the decoder's inverted residuals' expansion (``LIGHT_DECODER`` halves it);
+    ``scale=4`` runs the network at a quarter of the resolution (its correction resized to half).
     ``docs/effect_student.md`` has the measurements that chose it.
 
     Example:
@@ -562,7 +576,7 @@ def guided_effect_student(residual: bool = True, exact_lines: bool = True, exact
     whole_number("expand", expand, 1, 8, fix="the decoder's expansion, e.g. 4 (or 2, lighter)")
     return GuidedEffectStudent("mobilenet_v3_small", 1.0, tuple(decoder_channels), 3, 3, expand, residual=residual,
                                full_res_skip=True, exact_lines=exact_lines, exact_quantise=exact_quantise,
-                               smooth_base=smooth_base)
+                               smooth_base=smooth_base, scale=scale)
 
 
 # --- MediaPipe's selfie segmenter, rebuilt (lesson 04, section 8) -------------------------------

@@ -10,7 +10,7 @@ import torch
 from mobileunet.effect_distill import (EffectConfig, PatchDiscriminator, RandomFeatures, distill_effect,
                                        error_budget, evaluate_effect, perceptual_loss, perceptual_network,
                                        speed_comparison)
-from mobileunet.effects import CartoonParams, cartoon, soft_quantise
+from mobileunet.effects import CartoonParams, bilateral, bilateral_reference, cartoon, soft_quantise
 from mobileunet.metrics import psnr, ssim
 from mobileunet.models import EffectStudent, effect_student
 from mobileunet.photos import (TRAIN_PHOTOS, VAL_PHOTOS, EffectPairs, PairSpec, load_photo, paste_occluder,
@@ -46,6 +46,40 @@ def test_cartoon_keeps_a_flat_image_flat_up_to_its_border():
     out = cartoon(flat, CartoonParams(n_smooth=2))
     spread = np.ptp(out.reshape(-1, 3), axis=0).max()
     assert spread < 1e-5, "the corners differ from the centre: the bilateral passes padded with black"
+
+
+def _impulse_response(smooth, size=31):
+    """What one pass does to a faint dot on grey: the filter's spatial weights, ``(size, size)``."""
+    image = np.full((size, size, 3), 0.5)
+    image[size // 2, size // 2] += 1e-4
+    return (smooth(image)[..., 0] - 0.5) / 1e-4
+
+
+def test_bilateral_weights_are_centred_and_symmetric():
+    k = _impulse_response(lambda im: bilateral(im, 2.0, 0.1))
+    assert np.unravel_index(k.argmax(), k.shape) == (15, 15)
+    assert np.allclose(k, k[::-1, ::-1]) and np.allclose(k, k.T)
+    assert k.sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_bilateral_as_scikit_image_lays_out_its_table_is_off_centre():
+    """The teacher of EFFECT_VERSION 2: the peak of its weights is not where the dot is."""
+    from skimage.restoration import denoise_bilateral
+
+    sheared = _impulse_response(lambda im: bilateral(im, 2.0, 0.1, centred=False))
+    peak = np.unravel_index(sheared.argmax(), sheared.shape)
+    assert peak != (15, 15) and not np.allclose(sheared, sheared[::-1, ::-1], atol=1e-3)
+    ours = _impulse_response(lambda im: denoise_bilateral(im, sigma_color=0.1, sigma_spatial=2.0, channel_axis=-1,
+                                                          mode="reflect"))
+    if np.unravel_index(ours.argmax(), ours.shape) != (15, 15):   # this scikit-image still reads it that way
+        assert np.allclose(ours, sheared, atol=1e-3)
+
+
+def test_bilateral_equals_its_numpy_reference():
+    image = np.random.default_rng(0).random((20, 26, 3))
+    for centred in (True, False):
+        fast, slow = bilateral(image, 2.0, 0.1, centred), bilateral_reference(image, 2.0, 0.1, centred)
+        assert np.abs(fast - slow).max() < 1e-3                   # scikit-image bins the colour weight
 
 
 def test_cartoon_rejects_bad_input():
@@ -583,3 +617,24 @@ def test_after_half_resolution_is_the_rest_of_the_forward_pass(smooth_base):
         assert torch.equal(model.after_half_resolution(x, model.half_resolution(x)), model(x))
     with pytest.raises(ValueError, match="as half_resolution"):
         model.after_half_resolution(x, torch.rand(2, 3, 23, 31))
+
+
+def test_quarter_resolution_student_is_cheaper_rebuilds_and_refuses_other_scales(tmp_path, capsys):
+    from mobileunet.checkpoint import load_checkpoint, save_checkpoint
+    from mobileunet.cli import main
+    from mobileunet.models import GuidedEffectStudent, guided_effect_student
+    from mobileunet.profile import count_flops
+
+    quarter = guided_effect_student(exact_quantise=True, smooth_base=True, scale=4).eval()
+    half = guided_effect_student(exact_quantise=True, smooth_base=True).eval()
+    x = torch.rand(1, 3, 70, 90)
+    assert quarter(x).shape == x.shape and quarter.half_resolution(x).shape == (1, 4, 35, 45)
+    assert count_flops(quarter, x) < 0.4 * count_flops(half, x)
+    save_checkpoint(tmp_path / "q.pt", quarter)
+    again, _ = load_checkpoint(tmp_path / "q.pt")
+    assert again.config["scale"] == 4 and torch.equal(again.eval()(x), quarter(x))
+    assert "scale" not in half.config                             # older checkpoints rebuild unchanged
+    with pytest.raises(ValueError, match="scale=3"):
+        GuidedEffectStudent(scale=3)
+    assert main(["effect", "--quarter-resolution", "--out", str(tmp_path / "e.pt")]) == 2
+    assert "--quarter-resolution needs --student guided_effect_student" in capsys.readouterr().err

@@ -157,23 +157,20 @@ QUOTED = [
     # lesson 06's error analysis (benchmarks/results/effect_ceiling.md, printed in the lesson)
     *(Q("benchmarks/results/effect_ceiling.md", None, row(label, 1), readme) for label, readme in (
         ("ceiling: the teacher's stages, pooled, through the guided lift", r"would score " + NUM + r" dB, so"),
-        ("the student's smoothing + the teacher's lightness", r"teacher's lightness,\s+" + NUM + r" dB, so"),
-        ("no network: the filter's smoothing, the lightness of it (CIELAB)", r"scores\s+" + NUM + r" dB, and the"),
-        ("self-guided filter {'passes': 2, 'radius': 3, 'eps': 0.03}", r"self-guided filter alone\s+" + NUM + r":"),
-        ("the shipped student's smoothed image", r"that\s+smoothing is " + NUM + r" dB from"))),
-    # why the effect student stops improving (benchmarks/results/effect_generalisation.md, printed in lesson 06)
-    *(Q("benchmarks/results/effect_generalisation.md", None, row(label, column), readme)
+        ("the student's smoothing + the teacher's lightness", r"teacher's lightness, " + NUM + r" dB, so"),
+        ("no network: the filter's smoothing, the lightness of it (CIELAB)", r"with no network: " + NUM + r" dB\)"),
+        ("self-guided filter {'passes': 3, 'radius': 1, 'eps': 0.01}", r"self-guided filter alone " + NUM + r":"),
+        ("the shipped student's smoothed image", r"student's smoothing is\s+" + NUM + r" dB from"))),
+    # what the student learns from its photos (benchmarks/results/effect_generalisation.md)
+    Q("benchmarks/results/effect_generalisation.md", None, row("training (384)", 5),
+      r"table\]\(benchmarks/results/effect_generalisation.md\): " + NUM + r" dB on its"),
+    # the two teachers (benchmarks/results/effect_teachers.md, printed in lesson 06)
+    *(Q("benchmarks/results/effect_teachers.md", None, row(label, column), readme)
       for label, column, readme in (
-          ("training (384)", 4, r"smoothing by " + NUM + r" dB and its final image"),
-          ("training (384)", 5, r"final image\s+scores " + NUM + r" dB; on the held-out"),
-          ("held-out (48)", 4, r"improves the smoothing by " + NUM + r" dB\.\s+A generalisation"),
-          ("textured (input local std > 0.05)", 1, r"in texture \(" + NUM + r"% of the pixels"),
-          ("textured (input local std > 0.05)", 2, r"pixels, " + NUM + r"% of the error\)"),
-          ("colour channels permuted in training (one of 6 orders per pair)", 1, r"at " + NUM + r", [\d.]+ and"),
-          ("network sees every full-resolution pixel (pixel_unshuffle)", 1, r"at [\d.]+, " + NUM + r" and"),
-          ("photos rescaled by 0.5-1x in training (textures at new scales)", 1, r", [\d.]+ and " + NUM + r" dB\."))),
-    Q("benchmarks/results/effect_student_2048_pairs.json", None, r'"metrics": \{\s*"split": "val",\s*"psnr": ' + NUM,
-      r"`benchmarks/results/effect_student_2048_pairs.json`\) end at " + NUM + r" dB"),
+          ("scikit-image's table, sheared (EFFECT_VERSION 2)", 4, r"800 steps, " + NUM + r" dB against the sheared"),
+          ("centred (EFFECT_VERSION 3)", 4, r"teacher and " + NUM + r"\s+against the centred one"),
+          ("scikit-image's table, sheared (EFFECT_VERSION 2)", 8, r"photos themselves, " + NUM + r" and"),
+          ("centred (EFFECT_VERSION 3)", 8, r"themselves, [\d.]+ and\s+" + NUM + r"\)"))),
     Q(L06, SPEED, r"\| student\s+\| onnxruntime\s+\| " + NUM, r"the student " + NUM + r" ms in ONNX\s+Runtime"),
     Q(L06, SPEED, r"is " + NUM + r"x faster than the teacher", r"\*\*" + NUM + r"x faster\*\* \(target 50x"),
     # lesson 08: the effect student's pipeline with BlazeFace (README "Lesson 08")

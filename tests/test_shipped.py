@@ -66,7 +66,8 @@ def test_the_shipped_effect_student_reproduces_its_manifest(tmp_path):
     assert meta["command"] == manifest["command"]
     config = manifest["model"]["config"]
     builder = getattr(models, manifest["model"]["builder"])
-    kwargs = {k: config[k] for k in ("residual", "exact_lines", "exact_quantise", "smooth_base") if k in config}
+    kwargs = {k: config[k] for k in ("residual", "exact_lines", "exact_quantise", "smooth_base", "scale", "expand")
+              if k in config}
     assert config == builder(**kwargs).config, (
         f"models.{manifest['model']['builder']}() changed since the effect student was trained: re-run the command "
         f"in data/checkpoints/effect_student.json")

@@ -86,6 +86,10 @@ def _student_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--light-decoder", action="store_true",
                    help="guided_effect_student only: the lighter decoder (models.LIGHT_DECODER: expansion 2, "
                         "8 channels in its last stage): about a fifth faster, 0.2 dB lower (docs/effect_student.md)")
+    g.add_argument("--quarter-resolution", action="store_true",
+                   help="guided_effect_student only: run the network at a quarter of the frame's width and height "
+                        "instead of half (a sixteenth of the pixels), its correction resized to half resolution "
+                        "(docs/effect_student.md)")
 
 
 def run(args) -> int:
@@ -105,7 +109,7 @@ def run(args) -> int:
     light = models.LIGHT_DECODER if args.light_decoder else {}
     student = (models.guided_effect_student(residual=not args.direct, exact_lines=args.exact_lines,
                                             exact_quantise=args.exact_quantise, smooth_base=args.smooth_base,
-                                            **light)
+                                            scale=4 if args.quarter_resolution else 2, **light)
                if args.student == "guided_effect_student" else models.effect_student(residual=not args.direct))
     cfg = EffectConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, crop=args.crop or None,
                        seed=args.seed, l1=args.l1, ssim=args.ssim, hint=args.hint, perceptual=args.perceptual,
@@ -169,7 +173,7 @@ def check_options(args: argparse.Namespace) -> None:
     if args.n_train < args.batch_size:
         raise ValueError(f"--n-train {args.n_train} is smaller than --batch-size {args.batch_size}: "
                          f"raise --n-train or lower --batch-size")
-    for flag in ("exact_lines", "light_decoder"):
+    for flag in ("exact_lines", "light_decoder", "quarter_resolution"):
         if getattr(args, flag) and args.student != "guided_effect_student":
             raise ValueError(f"--{flag.replace('_', '-')} needs --student guided_effect_student")
     if args.exact_quantise and not args.exact_lines:
