@@ -72,7 +72,7 @@ class CartoonParams:
             whole_number(f"CartoonParams.{name}", value)
         if not isinstance(self.centred, bool):
             raise TypeError(f"CartoonParams.centred={self.centred!r}: give True or False")
-        for f in fields(self)[:-1]:                                 # the numbers (centred is last)
+        for f in (f for f in fields(self) if f.name != "centred"):  # the numbers
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"CartoonParams.{f.name}={value!r}: must be a positive, finite number")
@@ -118,7 +118,7 @@ def bilateral(image: np.ndarray, sigma_spatial: float, sigma_color: float, centr
     ``np.arange(-w // 2, w // 2 + 1)``, which is w + 1 points for an odd window
     w (-7..6 for w = 13), and reads it w entries per row: its spatial weights
     are a Gaussian sheared off the centre, and each pass averages pixels a few
-    away (about 2 down and 4 left at sigma 2), so texture moves. Here the table
+    away (about 2 down and 5 left at sigma 2), so texture moves. Here the table
     is centred, as the bilateral filter has it (Tomasi & Manduchi 1998);
     ``centred=False`` reads it as scikit-image does (the teacher of
     ``EFFECT_VERSION`` 2, which lesson 06 shows). Where scikit-image's private
