@@ -11,8 +11,8 @@ one CPU thread each, then is scored on the held-out pairs (PSNR, SSIM, line F1
 against the teacher) and on its own training pairs. A lever may change that recipe (the fifth item of its
 entry in ``LEVERS``): ``steps: 0`` scores a student untrained, ``hint`` teaches it the teacher's intermediate
 images (``EffectConfig.hint``; with ``l1 = ssim = 0``, those alone). All of them are then
-timed on one 256x256 frame in ONNX Runtime, 1 thread, in the same interleaved
-rounds (``profile.measure_latency``). Writes ``benchmarks/results/effect_levers.json``
+timed on lesson 06's 256x256 photo frame (``effect_distill.frame256``) in ONNX Runtime,
+1 thread, in the same interleaved rounds (``profile.measure_latency``). Writes ``benchmarks/results/effect_levers.json``
 and ``.md``; lesson 06 prints the table from there.
 """
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     import torch
 
     from mobileunet.metrics import line_f1, line_mask
-    from mobileunet.effect_distill import LINE_DARKER
+    from mobileunet.effect_distill import LINE_DARKER, frame256
     from mobileunet.photos import PairSpec, teacher_hints, teacher_pairs
     from mobileunet.profile import count_flops, count_params, measure_latency
     from mobileunet.tables import format_table
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     x = torch.zeros(1, 3, 256, 256)
     torch.set_num_threads(1)
     timing = measure_latency(models, (1, 3, 256, 256), threads=(1,), runtimes=("onnxruntime",),
-                             warmup=3, repeats=20)
+                             warmup=3, repeats=20, example=frame256()[None])   # a photo: noise is slower
     by_name = {r["model"]: r for r in timing.rows}
     for r in rows[1:]:
         t = by_name[r["lever"]]

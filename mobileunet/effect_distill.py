@@ -404,7 +404,9 @@ def speed_comparison(student: nn.Module, frame: torch.Tensor, params: CartoonPar
     a shared machine the teacher's time has moved by 2x within one process
     (a first, cold call alone took twice as long), so timing it in separate
     blocks before and after the student let load hit one side and not the
-    other. Rows: ``model``, ``runtime``, ``median_ms``, ``speed-up``, ``runs``.
+    other. Both run on ``frame``: the student's time depends on its input
+    (on noise its branches are slower; ``profile.measure_latency``).
+    Rows: ``model``, ``runtime``, ``median_ms``, ``speed-up``, ``runs``.
 
     Example:
         >>> from mobileunet.models import effect_student
@@ -424,7 +426,7 @@ def speed_comparison(student: nn.Module, frame: torch.Tensor, params: CartoonPar
     image = frame.permute(1, 2, 0).numpy()
     teacher = ("teacher (cartoon effect)", "scikit-image")
     table = measure_latency({"student": student}, (1, *frame.shape), threads=(threads,), runtimes=runtimes,
-                            warmup=2, repeats=repeats,
+                            warmup=2, repeats=repeats, example=frame[None],
                             extra={teacher: lambda n: (lambda: cartoon(image, params))})
     by_key = {(r["model"], r["runtime"]): r for r in table.rows}
     teacher_ms = by_key[teacher]["median_ms"]

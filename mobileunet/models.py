@@ -127,7 +127,7 @@ MODELS: dict[str, type[nn.Module]] = {"UNet": UNet}
 
 from .blocks import make_divisible  # noqa: E402
 from .decoders import DecoderBlock, MobileDecoder  # noqa: E402
-from .effects import lines_from_lightness, quantise_lightness  # noqa: E402
+from .effects import lines_from_lightness, mix_channels, quantise_lightness  # noqa: E402
 from .encoders import MobileNetEncoder  # noqa: E402
 
 
@@ -344,13 +344,36 @@ MODELS["EffectStudent"] = EffectStudent
 # --- the guided effect student (lesson 06) ------------------------------------------------------
 
 
+def half_size(x: torch.Tensor) -> torch.Tensor:
+    """The 2x2 average of ``(B, C, H, W)``: ``(B, C, ceil(H/2), ceil(W/2))``, an odd last row or column kept.
+
+    ``ceil_mode`` only where a side is odd: ONNX Runtime runs the plain pool
+    two to four times faster, with the same numbers (``benchmarks/effect_speed.py``).
+    """
+    odd = any(int(side) % 2 for side in x.shape[-2:])   # int(): a Python bool even while an exporter traces
+    return nn.functional.avg_pool2d(x, 2, ceil_mode=odd)
+
+
+def logit_residual(y: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """``sigmoid(y + logit(start))``, ``start`` clamped to [1e-3, 1 - 1e-3]: a correction ``y`` of an image.
+
+    Written as ``p / (p + (1 - p) exp(-y))``, the same number with an exp and no
+    log: ONNX Runtime's log is several times slower than its exp, and this form
+    runs in about half the time (``benchmarks/effect_speed.py``). ``y`` is clamped to
+    [-30, 30], where the sigmoid is already within 1e-10 of 0 or 1, so the
+    exp cannot overflow into a NaN gradient.
+    """
+    p = start.clamp(1e-3, 1 - 1e-3)
+    return p / (p + (1 - p) * torch.exp(-y.clamp(-30, 30)))
+
+
 def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
     """Mean over each ``(2r+1) x (2r+1)`` window, the window cut to the image at its border."""
     return nn.functional.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
 
 
-def guided_upsample(guide_lo: torch.Tensor, out_lo: torch.Tensor, guide: torch.Tensor,
-                    r: int = 1, eps: float = 1e-4) -> torch.Tensor:
+def guided_upsample(guide_lo: torch.Tensor, out_lo: torch.Tensor, guide: torch.Tensor | tuple[torch.Tensor, ...],
+                    r: int = 1, eps: float = 1e-4) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """The fast guided filter's lift (He & Sun 2015; Wu et al., CVPR 2018, Sec. 3): low-res output to full res.
 
     In each ``(2r+1)``-window of the low-resolution pair, each output channel is
@@ -359,12 +382,21 @@ def guided_upsample(guide_lo: torch.Tensor, out_lo: torch.Tensor, guide: torch.T
     full-resolution guide and applied there: ``a * guide + b``. Where the guide
     has an edge the fit follows it, so the output's edges are the input's,
     at full resolution, although the network ran at a quarter of the pixels.
+    ``guide`` may also be a tuple of full-resolution tensors whose channels,
+    in order, are ``guide_lo``'s (an image and its luma): the output comes
+    back in the same parts, with no full-resolution tensor joined or split
+    (ONNX Runtime copies both).
     """
     a, b = _guided_coefficients(guide_lo, out_lo, r, eps)          # (B, C, h, w)
-    size = guide.shape[-2:]
-    a, b = (nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
-            for t in (a, b))                                       # (B, C, H, W)
-    return a * guide + b
+    parts = guide if isinstance(guide, tuple) else (guide,)
+    out, c = [], 0
+    for g in parts:
+        n, size = g.shape[1], g.shape[-2:]
+        a_up, b_up = (nn.functional.interpolate(t[:, c:c + n], size=size, mode="bilinear", align_corners=False)
+                      for t in (a, b))                             # (B, n, H, W)
+        out.append(a_up * g + b_up)
+        c += n
+    return tuple(out) if isinstance(guide, tuple) else out[0]
 
 
 def _guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float):
@@ -497,17 +529,20 @@ class GuidedEffectStudent(EffectStudent):
         C = self.in_channels
         if self.exact_quantise:                  # at half resolution: a quarter of the work, and it scored higher
             y = torch.cat([quantise_lightness(y[:, :C], straight_through=True), y[:, C:]], 1)
-        y = guided_upsample(guides[0], y, guides[1], self.radius, self.eps).clamp(0, 1)  # (B, ., H, W)
         if not self.exact_lines:
-            return y
-        return (y[:, :C] * lines_from_lightness(y[:, C:])).clamp(0, 1)  # (B, 3, H, W)
+            return guided_upsample(guides[0], y, guides[1], self.radius, self.eps).clamp(0, 1)  # (B, C, H, W)
+        rgb, light = guided_upsample(guides[0], y, guides[1], self.radius, self.eps)      # image, its lightness
+        return rgb.clamp(0, 1) * lines_from_lightness(light.clamp(0, 1))  # (B, 3, H, W); the factor is in (0, 1]
 
-    def _guides(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The lift's guides at half and full resolution: the input, plus its luma when the lines are exact."""
-        x_lo = nn.functional.avg_pool2d(x, 2, ceil_mode=True)           # (B, C, H/2, W/2)
+    def _guides(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """The lift's guides at half and full resolution: the input, plus its luma when the lines are exact.
+
+        At full resolution the two stay apart, ``(x, luma)``: ``guided_upsample`` takes them as parts.
+        """
+        x_lo = half_size(x)                                             # (B, C, H/2, W/2)
         if not self.exact_lines:
             return x_lo, x
-        return torch.cat([x_lo, _luma(x_lo)], 1), torch.cat([x, _luma(x)], 1)   # (B, C+1, ., .)
+        return torch.cat([x_lo, _luma(x_lo)], 1), (x, _luma(x))        # (B, C+1, h, w), parts of (B, C+1, H, W)
 
     def half_resolution(self, x: torch.Tensor) -> torch.Tensor:
         """What the network draws at half resolution, before the cheap steps: ``(B, C or C+1, H/2, W/2)``.
@@ -527,13 +562,13 @@ class GuidedEffectStudent(EffectStudent):
     def _half(self, guide_lo: torch.Tensor) -> torch.Tensor:
         x_net = guide_lo[:, :self.in_channels]
         if self.scale == 4:                      # the network on a quarter; its correction resized to half
-            x_net = nn.functional.avg_pool2d(x_net, 2, ceil_mode=True)
+            x_net = half_size(x_net)
         y = MobileUNet.forward(self, x_net)
         if self.scale == 4:
             y = nn.functional.interpolate(y, size=guide_lo.shape[-2:], mode="bilinear", align_corners=False)
         if not self.residual:
             return torch.sigmoid(y)
-        return torch.sigmoid(y + torch.logit(self._start(guide_lo).clamp(1e-3, 1 - 1e-3)))
+        return logit_residual(y, self._start(guide_lo))
 
     def _start(self, guide_lo: torch.Tensor) -> torch.Tensor:
         """What the residual corrects: the half-resolution guide, or with ``smooth_base`` the filter's image."""
@@ -545,7 +580,7 @@ class GuidedEffectStudent(EffectStudent):
 
 def _luma(t: torch.Tensor) -> torch.Tensor:
     """Rec. 601 luma of ``(B, 3, H, W)`` RGB: ``(B, 1, H, W)``, the guide of the lines' lightness."""
-    return (t * t.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return mix_channels(t.new_tensor([[0.299, 0.587, 0.114]]), t)
 
 
 MODELS["GuidedEffectStudent"] = GuidedEffectStudent

@@ -256,7 +256,8 @@ RUNTIMES = ("eager", "eager-cl", "onnxruntime")
 def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
                     threads: Sequence[int] = (1,), runtimes: Sequence[str] = ("eager",),
                     warmup: int = 3, repeats: int = 15, seed: int = 0,
-                    max_seconds: float | None = None, extra: dict | None = None) -> Table:
+                    max_seconds: float | None = None, extra: dict | None = None,
+                    example: torch.Tensor | None = None) -> Table:
     """Median wall time of one forward pass, models interleaved round-robin.
 
     Every (model, runtime) pair runs once per round, ``repeats`` rounds after
@@ -276,13 +277,25 @@ def measure_latency(models: dict[str, nn.Module], input_shape: Sequence[int],
     ``extra`` adds runners timed in the same rounds: ``{(model, runtime): make}``
     where ``make(threads)`` returns a no-argument callable, e.g. an exported
     artefact from ``export.timed`` (lesson 07).
+
+    The models run on seeded Gaussian noise of ``input_shape``, or on
+    ``example`` (a tensor of that shape) when given. A model whose time depends
+    on its input should get a real one: the effect student's branches
+    (``torch.where``) are slower on noise than on a photo, and the whole
+    student with them (``benchmarks/effect_speed.py``).
     """
     for rt in runtimes:
         if rt not in RUNTIMES:
             raise ValueError(f"runtime {rt!r} is not one of {RUNTIMES}")
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats={repeats}, warmup={warmup}: need repeats >= 1 and warmup >= 0")
-    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+    if example is None:
+        x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+    elif not isinstance(example, torch.Tensor) or tuple(example.shape) != tuple(input_shape):
+        raise ValueError(f"example must be a tensor of input_shape {tuple(input_shape)}, got "
+                         f"{tuple(example.shape) if isinstance(example, torch.Tensor) else type(example).__name__}")
+    else:
+        x = example.detach().float().contiguous()
     onnx = {name: onnx_bytes(m, x) for name, m in models.items()} if "onnxruntime" in runtimes else {}
     shape = "x".join(map(str, input_shape))
     table = Table()

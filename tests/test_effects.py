@@ -436,6 +436,21 @@ def test_guided_student_keeps_odd_sizes_range_and_rebuilds_from_its_config(exact
         model(torch.rand(1, 1, 32, 32))
 
 
+def test_the_guided_students_fast_steps_are_the_plain_formulas():
+    from mobileunet.models import half_size, logit_residual
+
+    for shape in ((1, 3, 32, 32), (2, 4, 45, 62), (1, 1, 7, 8)):      # even, odd, one side odd
+        x = torch.rand(shape)
+        want = torch.nn.functional.avg_pool2d(x, 2, ceil_mode=True)
+        assert half_size(x).shape == want.shape and torch.allclose(half_size(x), want, atol=1e-7)
+    y = torch.linspace(-60, 60, 241).view(1, 1, 1, -1).repeat(1, 3, 5, 1).requires_grad_()
+    start = torch.rand(1, 3, 5, 241)
+    got = logit_residual(y, start)
+    assert torch.allclose(got, torch.sigmoid(y + torch.logit(start.clamp(1e-3, 1 - 1e-3))), atol=1e-6)
+    got.sum().backward()
+    assert torch.isfinite(y.grad).all()
+
+
 def test_guided_upsample_of_the_guide_is_the_guide():
     from mobileunet.models import guided_upsample
 

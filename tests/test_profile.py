@@ -74,6 +74,21 @@ def test_the_dynamo_exporter_path_round_trips():
         assert float((torch.from_numpy(got) - block(x)).abs().max()) < 1e-5
 
 
+def test_latency_times_the_example_it_is_given():
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return x
+
+    example = torch.rand(1, 3, 4, 4)
+    measure_latency({"spy": Spy()}, (1, 3, 4, 4), warmup=0, repeats=2, example=example)
+    assert len(seen) == 2 and all(torch.equal(x, example) for x in seen)
+    with pytest.raises(ValueError, match="example must be a tensor of input_shape"):
+        measure_latency({"spy": Spy()}, (1, 3, 4, 4), example=torch.rand(1, 3, 5, 5))
+
+
 def test_latency_stops_early_past_max_seconds():
     table = measure_latency({"a": nn.Identity()}, (1, 1, 4, 4), repeats=50, warmup=0, max_seconds=0.0)
     assert table.rows[0]["runs"] == 3
