@@ -389,6 +389,46 @@ def ort_session(onnx_model: bytes | str | Path, threads: int = 1):
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
 
+def ort_op_times(onnx_model: bytes | str | Path, x: torch.Tensor, runs: int = 20, threads: int = 1) -> list[dict]:
+    """Where ONNX Runtime spends a run: per operator type, its nodes and their kernel time.
+
+    ``runs`` profiled runs of ``onnx_model`` on ``x`` (ONNX Runtime's own
+    profiler, ``SessionOptions.enable_profiling``, on the optimised graph);
+    each node's time is its median over the runs, which drops the first,
+    cold one. Rows ``{"op", "nodes", "ms"}``, slowest first; the kernel times
+    add up to less than a timed run, which also pays for moving between nodes.
+    """
+    import json
+    import statistics
+    import tempfile
+
+    import onnxruntime as ort
+
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+        raise ValueError(f"runs={runs!r}: give a positive int, e.g. 20")
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tmp) / "ort")
+        src = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+        session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x.detach().float().numpy()}
+        for _ in range(runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_node: dict = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_node.setdefault((e["args"]["op_name"], e["name"]), []).append(e["dur"] / 1e3)
+    by_op: dict = {}
+    for (op, _), ms in per_node.items():
+        nodes, total = by_op.get(op, (0, 0.0))
+        by_op[op] = (nodes + 1, total + statistics.median(ms))
+    return [{"op": op, "nodes": n, "ms": ms} for op, (n, ms) in sorted(by_op.items(), key=lambda kv: -kv[1][1])]
+
+
 def peak_gflops(threads: int = 1, repeats: int = 10) -> dict[str, float]:
     """Measured fp32 GFLOP/s of the kernels that come closest to the CPU's peak.
 

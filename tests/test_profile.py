@@ -89,6 +89,20 @@ def test_latency_times_the_example_it_is_given():
         measure_latency({"spy": Spy()}, (1, 3, 4, 4), example=torch.rand(1, 3, 5, 5))
 
 
+def test_ort_op_times_lists_each_operator_of_the_graph():
+    from mobileunet.profile import onnx_bytes, ort_op_times
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2)).eval()
+    x = torch.rand(1, 3, 16, 16)
+    rows = ort_op_times(onnx_bytes(model, x), x, runs=3)
+    ops = {r["op"] for r in rows}
+    assert "AveragePool" in ops and ops & {"Conv", "FusedConv"}
+    assert all(r["nodes"] >= 1 and r["ms"] >= 0 for r in rows)
+    assert [r["ms"] for r in rows] == sorted((r["ms"] for r in rows), reverse=True)
+    with pytest.raises(ValueError, match="runs=0"):
+        ort_op_times(onnx_bytes(model, x), x, runs=0)
+
+
 def test_latency_stops_early_past_max_seconds():
     table = measure_latency({"a": nn.Identity()}, (1, 1, 4, 4), repeats=50, warmup=0, max_seconds=0.0)
     assert table.rows[0]["runs"] == 3
