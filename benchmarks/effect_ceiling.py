@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from pathlib import Path
 
@@ -45,7 +44,7 @@ from mobileunet.env import data_dir
 from mobileunet.metrics import psnr
 from mobileunet.models import SMOOTH_BASE, self_guided_smooth
 from mobileunet.photos import PairSpec, teacher_hints, teacher_pairs
-from mobileunet.tables import format_table
+from mobileunet.tables import format_table, write_results
 
 RESULTS = Path(__file__).parent / "results"
 pool = lambda t: F.avg_pool2d(t, 2, ceil_mode=True)  # noqa: E731
@@ -111,8 +110,6 @@ def main(argv=None) -> int:
            "pairs": "48 held-out 160x160 (PairSpec('val', 48, 160, 0, 0.5))", "vs_teacher": rows,
            "half_resolution_vs_teacher_smoothing": half, "self_guided_grid_best": grid[:8],
            "seconds": round(time.perf_counter() - start)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "effect_ceiling.json").write_text(json.dumps(out, indent=1) + "\n")
     md = (f"# Effect student: its design's ceiling and its start\n\nCommand: `{out['command']}` "
           f"({out['seconds']} s); {out['pairs']}; checkpoint `{out['checkpoint']}`.\n\n"
           f"PSNR (dB) against the teacher:\n\n{format_table(rows)}\n\n"
@@ -120,8 +117,7 @@ def main(argv=None) -> int:
           f"The self-guided filter's grid (passes 1-4, radius 1-3, eps 3e-3-0.1) against the teacher's pooled "
           f"smoothing, best eight on the 384 training pairs:\n\n"
           f"{format_table(grid[:8])}\n")
-    (RESULTS / "effect_ceiling.md").write_text(md)
-    print(md)
+    write_results(RESULTS, "effect_ceiling", out, md)
     return 0
 
 

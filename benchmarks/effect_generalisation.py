@@ -27,7 +27,6 @@ Writes ``benchmarks/results/effect_generalisation.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -93,7 +92,7 @@ def main(argv=None) -> int:
     from mobileunet.checkpoint import load_checkpoint
     from mobileunet.env import data_dir
     from mobileunet.photos import PairSpec, teacher_pairs
-    from mobileunet.tables import format_table
+    from mobileunet.tables import format_table, write_results
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=data_dir() / "checkpoints" / "effect_student.pt")
@@ -107,16 +106,13 @@ def main(argv=None) -> int:
     out = {"command": "python benchmarks/effect_generalisation.py", "checkpoint": args.checkpoint.name,
            "fit": fit_rows(student, pairs), "where": where_rows(student, pairs["held-out"]),
            "seconds": round(time.perf_counter() - start)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "effect_generalisation.json").write_text(json.dumps(out, indent=1) + "\n")
     md = (f"# Effect student: what it learns from its training photos\n\nCommand: `{out['command']}` "
           f"({out['seconds']} s); checkpoint `{out['checkpoint']}`; pairs 160x160, seed 0.\n\n"
           f"Half-resolution smoothing against the teacher's (pooled 2x2), and the final image against the "
           f"teacher, PSNR (dB):\n\n{format_table(out['fit'])}\n\n"
           f"Held-out pairs: where the smoothing's squared error is (the kinds overlap: a textured pixel can be "
           f"flat in the teacher's image):\n\n{format_table(out['where'])}\n")
-    (RESULTS / "effect_generalisation.md").write_text(md)
-    print(md)
+    write_results(RESULTS, "effect_generalisation", out, md)
     return 0
 
 

@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     from mobileunet.effect_distill import LINE_DARKER, frame256
     from mobileunet.photos import PairSpec, teacher_hints, teacher_pairs
     from mobileunet.profile import count_flops, count_params, measure_latency
-    from mobileunet.tables import format_table
+    from mobileunet.tables import format_table, write_results
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=800)
@@ -162,18 +162,16 @@ def main(argv=None) -> int:
         added = [lever[0] for lever in LEVERS if lever[0] not in {r["lever"] for r in last["rows"]}]
         out.update(seconds=last["seconds"], added={"levers": added, "seconds": round(time.perf_counter() - start)},
                    timed_again=f"{timed_again} (python benchmarks/effect_levers.py --missing)")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "effect_levers.json").write_text(json.dumps(out, indent=1) + "\n")
     cols = ["lever", "psnr", "ssim", "line_f1", "train_psnr", "ort_ms", "ort_iqr_ms", "gflops", "train_s"]
     table = format_table(rows, columns=cols, floatfmt=".3g")
-    (RESULTS / "effect_levers.md").write_text(
+    md = (
         f"# Effect student levers\n\nCommand: `{out['command']}`; {args.steps} steps each, {out['recipe']}; "
         f"held-out pairs (chelsea, coffee) against the teacher; ONNX Runtime ms for one 256x256 frame, 1 thread, "
         f"interleaved. {out['seconds']} s."
         + (f" Added later, same recipe: {', '.join(out['added']['levers'])} ({out['added']['seconds']} s)."
            if out.get("added") else "")
         + (f" Latencies measured again {out['timed_again']}." if timed_again else "") + f"\n\n{table}\n")
-    print(table)
+    write_results(RESULTS, "effect_levers", out, md, echo=table)
     return 0
 
 

@@ -1,11 +1,12 @@
 """Where the effect student's milliseconds went, and what rewriting its fixed steps bought (lesson 06).
 
-    python benchmarks/effect_speed.py            # about 2 minutes on 2 cores
+    python benchmarks/effect_speed.py            # about 30 s
     python benchmarks/effect_speed.py --rounds 5 # a quick look
 
 The shipped student (``data/checkpoints/effect_student.pt``) spends most of its
 time outside its network: in the fixed steps around it (the 2x2 averages, the
-residual's sigmoid, the colour conversions, the exact line step). Each of
+residual's sigmoid, the colour conversions, the guided lift, the exact line
+step). Each of
 those steps is written in the package in the form ONNX Runtime runs fastest;
 this script writes each one a second way, the plain formula it replaced, and
 times both side by side, every runner once per round, in ONNX Runtime at
@@ -15,14 +16,15 @@ times both side by side, every runner once per round, in ONNX Runtime at
   in rounds of their own (between two teacher frames every step starts with a
   cold cache, which hides what its kernel costs);
 * the whole student, exported with the package's steps and again with the
-  plain ones patched in (the two graphs compute the same image: the largest
-  difference is printed);
+  plain ones patched in (``PLAIN``, which lists the little it does not undo;
+  the two graphs compute the same image: the largest difference is printed);
 * the whole student on lesson 06's photo frame and on Gaussian noise, which
   sends its branches (``torch.where``) down both ways at random;
 * the teacher (``effects.cartoon``) in the same rounds, for the speed-up;
 * then ONNX Runtime's own profile of the package's graph on the photo and on
   the noise (``profile.ort_op_times``): each operator type's nodes and kernel
-  milliseconds, the node-by-node view behind the totals.
+  milliseconds, the node-by-node view behind the totals (one session run back
+  to back, warm, so its totals are not the rounds' medians).
 
 Writes ``benchmarks/results/effect_speed.{json,md}``.
 """
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mobileunet.models import guided_upsample as package_guided_upsample  # kept while plain_steps patches it
 
 RESULTS = Path(__file__).parent / "results"
 CHECKPOINT = Path(__file__).parents[1] / "data" / "checkpoints" / "effect_student.pt"
@@ -61,13 +64,25 @@ def plain_lines(lightness: torch.Tensor, params=None) -> torch.Tensor:
     return torch.where(dog > 0, torch.ones_like(dog), 1.0 + torch.tanh(p.edge_phi * dog))
 
 
+def plain_guided_upsample(guide_lo, out_lo, guide, r=1, eps=1e-4):
+    """``models.guided_upsample`` as it was: full-resolution parts joined into one guide, the output split again."""
+    if not isinstance(guide, tuple):
+        return package_guided_upsample(guide_lo, out_lo, guide, r, eps)
+    joined = package_guided_upsample(guide_lo, out_lo, torch.cat(guide, 1), r, eps)
+    return tuple(torch.split(joined, [g.shape[1] for g in guide], 1))
+
+
 PLAIN = {
     "half_size": lambda x: F.avg_pool2d(x, 2, ceil_mode=True),
     "logit_residual": lambda y, start: torch.sigmoid(y + torch.logit(start.clamp(1e-3, 1 - 1e-3))),
+    "_luma": lambda t: (t * t.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True),
     "mix_channels": lambda m, t: torch.einsum("ij,bjhw->bihw", m, t),
     "lines_from_lightness": plain_lines,
+    "guided_upsample": plain_guided_upsample,
 }
-"""The plain formula of each step the package writes for speed (same names as the package's functions)."""
+"""The plain formula of each step the package writes for speed (same names as the package's functions).
+Not undone: the quantiser's white point folded into its matrices, its Z clip as one ``maximum`` and its
+``floor(...).clamp_max``, and the student's last clamp (gone: the line factor is in [0, 1])."""
 
 
 @contextlib.contextmanager
@@ -99,17 +114,26 @@ def step_runners(frame: torch.Tensor) -> tuple[dict, list[dict]]:
     half = models.half_size(frame)
     correction = torch.randn(1, 4, *half.shape[-2:], generator=torch.Generator().manual_seed(0))
     start = torch.cat([half, models._luma(half)], 1)
-    luma = torch.tensor([[0.299, 0.587, 0.114]])
-    steps = {  # name: (package fn, its fixed leading arguments, input)
-        "2x2 average of the frame (half_size)": ("half_size", (), frame),
-        "residual sigmoid, 4 x 128x128 (logit_residual)": ("logit_residual", (correction,), start),
-        "luma of the frame (mix_channels)": ("mix_channels", (luma,), frame),
-        "line step, 256x256 (lines_from_lightness)": ("lines_from_lightness", (), effects.cielab_lightness(frame)),
+    xyz = torch.tensor(effects._XYZ_FROM_RGB)
+    def lift(up):                          # the lift of the frame's own half-size copy; all else the same both ways
+        def run(x):
+            lo = models.half_size(torch.cat([x, models._luma(x)], 1))
+            return up(lo, 0.9 * lo, (x, models._luma(x)))
+        return run
+    steps = {  # name: (package fn, its plain formula, its fixed leading arguments, input)
+        "2x2 average of the frame (half_size)": ("half_size", None, (), frame),
+        "residual sigmoid, 4 x 128x128 (logit_residual)": ("logit_residual", None, (correction,), start),
+        "luma of the frame (_luma)": ("_luma", None, (), frame),
+        "a colour matrix, 3 x 128x128 (mix_channels)": ("mix_channels", None, (xyz,), half),
+        "line step, 256x256 (lines_from_lightness)": ("lines_from_lightness", None, (),
+                                                       effects.cielab_lightness(frame)),
+        "guided lift to 256x256, image and luma (guided_upsample)": (
+            lift(models.guided_upsample), lift(plain_guided_upsample), (), frame),
     }
     extra, rows = {}, []
-    for label, (name, fixed, x) in steps.items():
-        ours = getattr(models, name, None) or getattr(effects, name)
-        for way, fn in (("package", ours), ("plain", PLAIN[name])):
+    for label, (name, plain, fixed, x) in steps.items():
+        ours = name if callable(name) else getattr(models, name, None) or getattr(effects, name)
+        for way, fn in (("package", ours), ("plain", plain or PLAIN[name])):
             extra[(label, way)] = _ort_maker(Step(fn, *fixed), x)
         rows.append({"step": label})
     return extra, rows
@@ -132,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from mobileunet.effect_distill import frame256
     from mobileunet.effects import cartoon
     from mobileunet.profile import measure_latency, onnx_bytes, ort_op_times, ort_session
-    from mobileunet.tables import format_table
+    from mobileunet.tables import format_table, write_results
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=30, help="timed rounds (default 30)")
@@ -189,8 +213,6 @@ def main(argv: list[str] | None = None) -> int:
            "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
            "seconds": round(time.perf_counter() - start), "steps": step_rows, "students": student_rows,
            "profile": profile, "kernel_ms": {k: sum(r["ms"] for r in v.values()) for k, v in on.items()}}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "effect_speed.json").write_text(json.dumps(out, indent=1) + "\n")
     md = (f"# Effect student: where the milliseconds went\n\nCommand: `{out['command']}` ({out['seconds']} s); "
           f"ONNX Runtime, 1 thread, 256x256, median of {args.rounds} interleaved rounds. The two student graphs "
           f"differ by at most {out['max_abs_diff_package_vs_plain']:.1e} on the photo.\n\n"
@@ -199,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
           f"ONNX Runtime's profile of the package's graph, kernel ms per run by operator (all of them: "
           f"{out['kernel_ms']['photo']:.2f} on the photo, {out['kernel_ms']['noise']:.2f} on the noise):\n\n"
           f"{format_table(profile)}\n")
-    (RESULTS / "effect_speed.md").write_text(md)
-    print(md)
+    write_results(RESULTS, "effect_speed", out, md)
     return 0
 
 

@@ -28,7 +28,6 @@ Writes ``benchmarks/results/effect_teachers.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -86,7 +85,7 @@ def main(argv=None) -> int:
     from mobileunet.metrics import psnr
     from mobileunet.models import SMOOTH_BASE, self_guided_smooth
     from mobileunet.photos import teacher_hints
-    from mobileunet.tables import format_table
+    from mobileunet.tables import format_table, write_results
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=2)
@@ -114,14 +113,11 @@ def main(argv=None) -> int:
                      "train_s": own["train_s"] + diag["train_s"]})
     out = {"command": "python benchmarks/effect_teachers.py", "steps": STEPS, "smooth_base": SMOOTH_BASE,
            "seconds": round(time.perf_counter() - start), "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "effect_teachers.json").write_text(json.dumps(out, indent=1) + "\n")
     md = (f"# Effect student: two teachers\n\nCommand: `{out['command']}` ({out['seconds']} s); 48 held-out "
           f"160x160 pairs of each teacher; students of the shipped design, {STEPS} steps; the filter is "
           f"`self_guided_smooth(**{SMOOTH_BASE})` at half resolution. PSNR (dB) against each one's own "
           f"teacher:\n\n{format_table(rows)}\n")
-    (RESULTS / "effect_teachers.md").write_text(md)
-    print(md)
+    write_results(RESULTS, "effect_teachers", out, md)
     return 0
 
 

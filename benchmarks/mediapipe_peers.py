@@ -38,7 +38,7 @@ from mobileunet import mediapipe as mp
 from mobileunet.bench import STUDENT, exported_runners, machine_info
 from mobileunet.models import default_student
 from mobileunet.profile import count_flops, count_params, measure_latency
-from mobileunet.tables import format_table
+from mobileunet.tables import format_table, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZE = 256
@@ -164,11 +164,8 @@ def main(argv: list[str] | None = None) -> int:
            "faces_found": found, "segmentation": seg_rows, "detection": det_rows,
            "segmentation_ratios": seg_ratios, "detection_ratios": det_ratios,
            "ratio_spread": spread(seg_ratios) + spread(det_ratios)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "mediapipe_peers.json").write_text(json.dumps(out, indent=1) + "\n")
     md = markdown(out)
-    (RESULTS / "mediapipe_peers.md").write_text(md)
-    print(md)
+    write_results(RESULTS, "mediapipe_peers", out, md)
     return 0
 
 

@@ -46,7 +46,7 @@ from mobileunet.losses import weighted_bce_loss
 from mobileunet.metrics import instance_f1, iou
 from mobileunet.profile import count_flops, count_params, measure_latency
 from mobileunet.selfie import mediapipe_selfie
-from mobileunet.tables import format_table
+from mobileunet.tables import format_table, write_results
 from mobileunet.tflite_graph import by_resolution, op_counts, read_tflite
 from mobileunet.train import TrainConfig, evaluate, train
 
@@ -208,11 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"lr 3e-3, 1 thread; 60 validation images", "anatomy": anatomy, "parity": same,
            "cells": cells, "cells_mean": mean_rows(cells), "facts": facts, "latency": timing,
            "ratios": ratios(timing)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "selfie_students.json").write_text(json.dumps(out, indent=1) + "\n")
     md = markdown(out)
-    (RESULTS / "selfie_students.md").write_text(md)
-    print(md)
+    write_results(RESULTS, "selfie_students", out, md)
     return 0
 
 

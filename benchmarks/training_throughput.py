@@ -96,7 +96,7 @@ def run_config(config: tuple) -> float:
 def main(argv=None) -> int:
     import torch
 
-    from mobileunet.tables import format_table
+    from mobileunet.tables import format_table, write_results
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -129,15 +129,13 @@ def main(argv=None) -> int:
                                               else None},
            "seconds": round(time.perf_counter() - start), "rows": rows, "raw": seen,
            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "training_throughput.json").write_text(json.dumps(out, indent=1) + "\n")
     table = format_table(rows, floatfmt=".3g")
-    (RESULTS / "training_throughput.md").write_text(
+    md = (
         f"# Training throughput\n\nCommand: `{out['command']}`; {out['recipe']}; median over {args.rounds} "
         f"rounds in which the configurations take turns, lowest and highest round, ratio to one process "
         f"with one thread in the same run. {cpu}, {cores} cores, torch {torch.__version__}; "
         f"{out['measured']}, {out['seconds']} s.\n\n{table}\n")
-    print(table)
+    write_results(RESULTS, "training_throughput", out, md, echo=table)
     return 0
 
 

@@ -532,7 +532,7 @@ class GuidedEffectStudent(EffectStudent):
         if not self.exact_lines:
             return guided_upsample(guides[0], y, guides[1], self.radius, self.eps).clamp(0, 1)  # (B, C, H, W)
         rgb, light = guided_upsample(guides[0], y, guides[1], self.radius, self.eps)      # image, its lightness
-        return rgb.clamp(0, 1) * lines_from_lightness(light.clamp(0, 1))  # (B, 3, H, W); the factor is in (0, 1]
+        return rgb.clamp(0, 1) * lines_from_lightness(light.clamp(0, 1))  # (B, 3, H, W); the factor is in [0, 1]
 
     def _guides(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         """The lift's guides at half and full resolution: the input, plus its luma when the lines are exact.

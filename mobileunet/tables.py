@@ -1,7 +1,11 @@
 """Small plain-text tables: what the lessons print, and what nbval compares."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Callable, Sequence
+
+from .checkpoint import atomic_write_text
 
 
 def format_cell(v, floatfmt: str | Callable[[float], str] = ".3f", commas_from: int = 10_000) -> str:
@@ -35,3 +39,16 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
 
 def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, floatfmt: str = ".3f") -> None:
     print(format_table(rows, columns, floatfmt))
+
+
+def write_results(folder, name: str, out: dict, md: str, echo: str | None = None) -> None:
+    """How a benchmark script ends: ``out`` to ``folder/name.json``, ``md`` to ``folder/name.md``, then print.
+
+    The folder is made if missing, each file is replaced whole or not at all
+    (``checkpoint.atomic_write_text``), and ``echo`` (default: ``md``) is printed.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(out, indent=1) + "\n", folder / f"{name}.json")
+    atomic_write_text(md, folder / f"{name}.md")
+    print(md if echo is None else echo)

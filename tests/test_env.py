@@ -89,3 +89,16 @@ def test_strip_widgets_turns_a_widgets_repr_into_a_note_and_no_stored_lesson_sho
     for lesson in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         text = lesson.read_text()
         assert "VBox(children=" not in text and "HBox(children=" not in text, lesson.name
+
+
+def test_write_results_writes_both_files_whole_and_prints(tmp_path, capsys):
+    from mobileunet.tables import write_results
+
+    out = {"command": "python benchmarks/x.py", "rows": [{"a": 1.5}]}
+    write_results(tmp_path / "results", "x", out, "# x\n\n| a |\n")
+    assert json.loads((tmp_path / "results" / "x.json").read_text()) == out
+    assert (tmp_path / "results" / "x.md").read_text() == "# x\n\n| a |\n"
+    assert capsys.readouterr().out == "# x\n\n| a |\n\n"
+    write_results(tmp_path / "results", "x", {"rows": []}, "# y\n", echo="the table")
+    assert capsys.readouterr().out == "the table\n" and sorted(p.name for p in (tmp_path / "results").iterdir()) == [
+        "x.json", "x.md"]
