@@ -1,6 +1,6 @@
 """Where the effect student's milliseconds went, and what rewriting its fixed steps bought (lesson 06).
 
-    python benchmarks/effect_speed.py            # about 30 s
+    python benchmarks/effect_speed.py            # about 20 s
     python benchmarks/effect_speed.py --rounds 5 # a quick look
 
 The shipped student (``data/checkpoints/effect_student.pt``) spends most of its
