@@ -378,7 +378,7 @@ class DistillConfig(TrainConfig):
 
 
 CELLS_HINTS: tuple[tuple[str, str], ...] = (
-    ("ups.1", "decoder.blocks.2"),    # stride 4: teacher 128 ch -> student 16 ch
+    ("ups.1", "decoder.blocks.2"),    # stride 4: teacher 128 ch -> student 24 ch
     ("ups.2", "decoder.blocks.3"),    # stride 2: teacher  64 ch -> student 16 ch
 )
 """Hint pairs from the cells teacher (``unet_teacher``) to ``default_student``: decoder

@@ -278,6 +278,36 @@ def plot_regime_map(rows: Sequence[dict], summary: Sequence[dict], teacher: dict
     return fig
 
 
+def plot_iou_against_f1(rows: Sequence[dict], teacher: dict, short_steps: int):
+    """Lesson 05's runs, one dot per seed: pixel IoU against instance F1, one panel per regime.
+
+    ``rows`` are ``regimes.run_jobs``'s runs (``regime``, ``recipe``, ``steps``,
+    ``iou``, ``instance_f1``); a recipe run for more than ``short_steps`` is
+    labelled with its steps. ``teacher`` (``iou``, ``instance_f1``) is the star.
+    A recipe up and to the right is better on both; one far right but low has
+    won pixels and lost the cells.
+    """
+    import matplotlib.pyplot as plt
+
+    regimes = list(dict.fromkeys(r["regime"] for r in rows))
+    fig, axes = plt.subplots(1, len(regimes), figsize=(3.4 * len(regimes), 3.9), sharey=True, squeeze=False)
+    for ax, regime in zip(axes[0], regimes):
+        recipes = list(dict.fromkeys((r["recipe"], r["steps"]) for r in rows if r["regime"] == regime))
+        for k, (recipe, steps) in enumerate(recipes):
+            runs = [r for r in rows if (r["regime"], r["recipe"], r["steps"]) == (regime, recipe, steps)]
+            label = recipe + (f", {steps} steps" if steps > short_steps else "")
+            ax.scatter([r["iou"] for r in runs], [r["instance_f1"] for r in runs], s=22, label=label,
+                       color="tab:grey" if recipe == "scratch" else plt.cm.tab10(k), zorder=3,
+                       marker="s" if steps > short_steps else "o")
+        ax.scatter([teacher["iou"]], [teacher["instance_f1"]], marker="*", s=120, color="tab:blue", label="teacher")
+        ax.set(title=regime, xlabel="pixel IoU")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    axes[0][0].set_ylabel("instance F1")
+    fig.tight_layout()
+    return fig
+
+
 def plot_effect_curve(curve: dict, title: str = ""):
     """An effect student's learning curve: held-out PSNR (left), SSIM and line F1 (right) against steps.
 

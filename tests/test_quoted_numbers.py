@@ -57,6 +57,10 @@ AMDAHL, SCHEDULES = 'print(f"model stage: the teacher takes', "schedule_runs = r
 CELLS = "cell_runs = run_pipelines("
 MODELS_MD = "benchmarks/results/models.md"
 L05 = "05_knowledge_distillation.ipynb"
+REGIME_ROWS = (("clean labels", "clean labels (240 images)"),
+               ("noisy labels", "noisy labels (30% of cells missed, outlines grown 0-2 px)"),
+               ("few labels", "few labels (2 labelled, 238 teacher-labelled)"))
+"""Lesson 05's regimes: as the notebook's map names them, then README's table."""
 MAP, RUNS = "main_map = [s for s in summary", "rows = run_jobs(jobs, shared, workers=WORKERS)"
 SWEEP, LONG = 'sweep = [s for s in summary if s["regime"] == "noisy labels"', 'columns=["recipe", "steps", "IoU"'
 UNIFORM, UNSURE = '"instance F1", "F1 change", "gap closed"]', "pixels where the teacher's probability is between"
@@ -90,6 +94,15 @@ def deadline_row(label: str, column: int) -> str:
     table printed by the same cell, whose rows have more cells, never matches."""
     return (r"\|\s*" + re.escape(label) + r"\s*\|" + r"[^|\n]*\|" * (column - 1) + r"\s*" + NUM + r"\s*\|"
             + r"[^|\n]*\|" * (7 - column) + r"\s*$")
+
+def below(header: str, pattern: str) -> str:
+    """``pattern`` in the first table after the line holding ``header``: a cell that prints two tables with
+    the same row labels (lesson 05's map, on IoU and on instance F1) names which one."""
+    return header + r"[^\n]*\n(?:[^\n]*\n)*?" + pattern
+
+
+IOU_MAP, F1_MAP = r"\| IoU\s+\| IoU min", r"\| instance F1 \| F1 min"
+
 
 def readme_regime(label: str, column: int, part: int) -> str:
     """README's lesson 05 table: in the row ``label``, column ``column`` (1: scratch, 2: distilled) holds
@@ -244,27 +257,28 @@ QUOTED = [
     Q(L05, RUNS, r"^" + NUM + r" runs on \d+ worker", r";\s+" + NUM + r" runs on 2 worker processes"),
     Q(L05, RUNS, r"runs on \d+ worker processes in " + NUM + r" s",
       r"runs on 2 worker processes in " + NUM + r" min", 60),
-    *(Q(L05, MAP, row(regime, col, recipe), readme_regime(readme_label, readme_col, part))
-      for regime, readme_label in (("clean labels", "clean labels (240 images)"),
-                                   ("noisy labels", "noisy labels (30% of cells missed, outlines grown 0-2 px)"),
-                                   ("few labels", "few labels (2 labelled, 238 teacher-labelled)"))
+    *(Q(L05, MAP, below(table, row(regime, 1, recipe)), readme_regime(readme_label, readme_col, part))
+      for regime, readme_label in REGIME_ROWS
       for recipe, readme_col in (("scratch", 1), ("distilled", 2))
-      for col, part in ((1, 0), (4, 1))),
-    *(Q(L05, MAP, row(regime, col, "distilled"),
-        r"\|\s*" + re.escape(readme_label) + r"\s*\|[^|\n]*\|[^|\n]*\|\s*" + pattern, PER_CENT)
-      for regime, readme_label in (("clean labels", "clean labels (240 images)"),
-                                   ("noisy labels", "noisy labels (30% of cells missed, outlines grown 0-2 px)"),
-                                   ("few labels", "few labels (2 labelled, 238 teacher-labelled)"))
-      for col, pattern in ((5, r"(?:\*\*)?" + NUM + r"% \("), (6, r"(?:\*\*)?[\d.]+% \(" + NUM + r"-"),
-                           (7, r"(?:\*\*)?[\d.]+% \([\d.]+-" + NUM + r"%\)"))),
+      for table, part in ((IOU_MAP, 0), (F1_MAP, 1))),
+    *(Q(L05, MAP, below(table, row(regime, col, "distilled")),
+        r"\|\s*" + re.escape(readme_label) + r"\s*\|" + r"[^|\n]*\|" * skip + r"\s*" + pattern, PER_CENT)
+      for regime, readme_label in REGIME_ROWS
+      for table, skip in ((IOU_MAP, 2), (F1_MAP, 3))
+      for col, pattern in ((4, r"(?:\*\*)?" + NUM + r"% \("), (5, r"(?:\*\*)?[\d.]+% \(" + NUM + r"-"),
+                           (6, r"(?:\*\*)?[\d.]+% \([\d.]+-" + NUM + r"%\)"))),
     Q(L05, LONG, row("scratch", 1, "1500"), r"distilled both reach IoU " + NUM),
     Q(L05, LONG, row("distilled", 1, "1500"), r"distilled both reach IoU " + NUM),
-    Q(L05, LONG, row("scratch", 4, "1500"), r"\(instance F1 " + NUM + r" and [\d.]+\)"),
-    Q(L05, LONG, row("distilled", 4, "1500"), r"\(instance F1 [\d.]+ and " + NUM + r"\)"),
+    Q(L05, LONG, row("scratch", 6, "1500"), r"\(instance F1 " + NUM + r"\s+and [\d.]+,"),
+    Q(L05, LONG, row("distilled", 6, "1500"), r"\(instance F1 [\d.]+\s+and " + NUM + r","),
     Q(L05, UNIFORM, row("distilled, uniform", 1), r"raise pixel IoU to " + NUM),
     Q(L05, UNIFORM, row("distilled, uniform", 4), r"drop instance F1 to\s+" + NUM),
-    Q(L05, SWEEP, row("distilled, T=1", 5), r"\(T = 1 to 8:\s+" + NUM + r"-", PER_CENT),
-    Q(L05, SWEEP, row("distilled", 5), r"\(T = 1 to 8:\s+[\d.]+-" + NUM + r"% of the gap\)", PER_CENT),
+    Q(L05, SWEEP, row("distilled, T=1", 4), r"\(T = 1 to 8:\s+" + NUM + r"-", PER_CENT),
+    Q(L05, SWEEP, row("distilled", 4), r"\(T = 1 to 8:\s+[\d.]+-" + NUM + r"% of the gap\)", PER_CENT),
+    Q(L05, SWEEP, row("distilled, T=1", 6), r"T = 1 costs instance F1 \(" + NUM + r"-"),
+    Q(L05, SWEEP, row("distilled, T=1", 7), r"T = 1 costs instance F1 \([\d.]+-" + NUM + r"\s"),
+    Q(L05, SWEEP, row("distilled", 6), r"against " + NUM + r"-[\d.]+ at T = 2\)"),
+    Q(L05, SWEEP, row("distilled", 7), r"against [\d.]+-" + NUM + r" at T = 2\)"),
     Q(L05, UNSURE, r"between 0.1 and 0.9: " + NUM + r"% at T = 1", r"Only " + NUM + r"% of the teacher's pixels"),
     # the shipped checkpoints' manifests (README, end of "Lesson 05")
     Q(TEACHER_JSON, None, r'"checkpoint": \{[^}]*"bytes": ' + NUM, r"teacher " + NUM + r" MB \(fp16\)", 10**6),

@@ -108,6 +108,12 @@ def test_summarise_pairs_distilled_with_scratch_by_seed():
     assert scratch["IoU"] == pytest.approx(0.81) and "gap closed" not in scratch
     assert dist["gap closed min"] == pytest.approx(0.5) and dist["gap closed max"] == pytest.approx(0.5)
     assert dist["F1 change"] == pytest.approx(0.2) and dist["separated"]
+    assert dist["F1 min"] == pytest.approx(0.7) and dist["F1 max"] == pytest.approx(0.8)
+    assert dist["F1 separated"] and "F1 gap closed" not in dist
+    _, dist = summarise(rows, teacher_iou=1.0, teacher_f1=1.0)
+    assert dist["F1 gap closed min"] == pytest.approx(0.4) and dist["F1 gap closed max"] == pytest.approx(0.5)
+    rows[2]["instance_f1"] = 0.55                                      # a distilled seed below a scratch seed
+    assert not summarise(rows, teacher_iou=1.0)[1]["F1 separated"]
 
 
 TINY = ["--n-train", "8", "--n-val", "3", "--size", "32", "--crop", "24", "--steps", "2",
