@@ -373,8 +373,12 @@ def onnx_bytes(model: nn.Module, x: torch.Tensor, exporter: str = "torchscript")
         return program.model_proto.SerializeToString()
 
 
-def ort_session(onnx_model: bytes | str | Path, threads: int = 1):
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads and full graph optimisation."""
+def ort_session(onnx_model: bytes | str | Path, threads: int = 1, profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads and full graph optimisation.
+
+    With ``profile_prefix`` the session records ONNX Runtime's profile of every run
+    (``session.end_profiling()`` writes it to a file starting so; ``ort_op_times`` reads it).
+    """
     try:
         import onnxruntime as ort
     except ImportError as err:
@@ -385,6 +389,8 @@ def ort_session(onnx_model: bytes | str | Path, threads: int = 1):
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    if profile_prefix is not None:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
     src = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
@@ -402,18 +408,10 @@ def ort_op_times(onnx_model: bytes | str | Path, x: torch.Tensor, runs: int = 20
     import statistics
     import tempfile
 
-    import onnxruntime as ort
-
     if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
         raise ValueError(f"runs={runs!r}: give a positive int, e.g. 20")
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tmp) / "ort")
-        src = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-        session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+        session = ort_session(onnx_model, threads, profile_prefix=str(Path(tmp) / "ort"))
         feed = {session.get_inputs()[0].name: x.detach().float().numpy()}
         for _ in range(runs):
             session.run(None, feed)
